@@ -1,0 +1,247 @@
+"""Spark standalone adapter: the master's state from its ``/json/`` page, and a small check job.
+
+The master's JSON page is the one place that lists workers (with their state: ALIVE, DECOMMISSIONED, DEAD)
+and applications (RUNNING, WAITING, FINISHED ...); :func:`parse_master_state` turns it into pydantic models
+without any I/O, :class:`SparkMaster` fetches it.
+
+Example:
+    >>> state = parse_master_state({"url": "spark://127.0.0.1:7077", "status": "ALIVE", "workers": []})
+    >>> state.alive_workers, state.total_cores
+    ([], 0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SparkError(RuntimeError):
+    """The Spark master could not be read, or a job failed or returned a wrong result."""
+
+
+class WorkerInfo(BaseModel):
+    """One worker as the master sees it (memory in MiB)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    host: str
+    port: int = 0
+    webuiaddress: str = ""
+    state: str = Field(description="ALIVE, DECOMMISSIONED, DEAD or UNKNOWN")
+    cores: int = 0
+    coresused: int = 0
+    coresfree: int = 0
+    memory: int = 0
+    memoryused: int = 0
+    memoryfree: int = 0
+    lastheartbeat: int = Field(0, description="Epoch milliseconds of the last heartbeat")
+
+
+class AppInfo(BaseModel):
+    """One application (driver connected to the master)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str = ""
+    user: str = ""
+    state: str = Field(description="WAITING, RUNNING, FINISHED, FAILED, KILLED or UNKNOWN")
+    cores: int = Field(0, description="Cores granted to the application right now")
+    memoryperexecutor: int = 0
+    starttime: int = 0
+    duration: int = Field(0, description="Milliseconds since the start (run time once finished)")
+
+
+class MasterState(BaseModel):
+    """The master's ``/json/`` page: its status, workers and applications."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = ""
+    status: str = Field(description="ALIVE, STANDBY, RECOVERING or COMPLETING_RECOVERY")
+    workers: list[WorkerInfo] = []
+    activeapps: list[AppInfo] = []
+    completedapps: list[AppInfo] = []
+
+    @property
+    def alive_workers(self) -> list[WorkerInfo]:
+        return [w for w in self.workers if w.state == "ALIVE"]
+
+    @property
+    def total_cores(self) -> int:
+        """Cores offered by ALIVE workers (the master's own ``cores`` field counts the same)."""
+        return sum(w.cores for w in self.alive_workers)
+
+    @property
+    def used_cores(self) -> int:
+        return sum(w.coresused for w in self.alive_workers)
+
+    @property
+    def waiting_apps(self) -> list[AppInfo]:
+        """Applications still waiting for their first executors."""
+        return [a for a in self.activeapps if a.state == "WAITING"]
+
+    @property
+    def running_apps(self) -> list[AppInfo]:
+        return [a for a in self.activeapps if a.state == "RUNNING"]
+
+
+def parse_master_state(data: Mapping[str, Any]) -> MasterState:
+    """Validate the decoded ``/json/`` page of a standalone master (pure)."""
+    return MasterState.model_validate(dict(data))
+
+
+class SparkMaster:
+    """Reads a standalone master through its web UI (``http://host:8080``)."""
+
+    def __init__(self, ui_url: str, timeout_s: float = 3.0) -> None:
+        self.ui_url = ui_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def state(self) -> MasterState:
+        try:
+            resp = httpx.get(f"{self.ui_url}/json/", timeout=self.timeout_s)
+            resp.raise_for_status()
+            return parse_master_state(resp.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SparkError(f"cannot read the Spark master at {self.ui_url}/json/: {exc}") from exc
+
+    def prometheus_text(self, path: str = "/metrics/master/prometheus/") -> str:
+        """The master's Prometheus servlet page (needs the PrometheusServlet sink in metrics.properties)."""
+        try:
+            resp = httpx.get(f"{self.ui_url}{path}", timeout=self.timeout_s, follow_redirects=True)
+            resp.raise_for_status()
+            return resp.text
+        except httpx.HTTPError as exc:
+            raise SparkError(f"cannot read {self.ui_url}{path}: {exc}") from exc
+
+
+# --- a small check job ---------------------------------------------------------------------------------------
+# It runs through spark-submit in its own processes rather than as a SparkSession inside the caller: a
+# SparkContext is a per-process singleton whose JVM outlives stop(), so an in-process job would leak a JVM into
+# a flow worker and hand any later getOrCreate() (a test using a local master, say) this cluster's context.
+# A subprocess also gets a hard timeout. The script imports only pyspark, so it runs from a temporary file.
+SUM_OF_SQUARES_SCRIPT = """\
+import json, sys
+from pyspark.sql import SparkSession
+
+n, partitions = int(sys.argv[1]), int(sys.argv[2])
+spark = SparkSession.builder.appName(sys.argv[3]).getOrCreate()
+try:
+    sc = spark.sparkContext
+    value = sc.range(n, numSlices=partitions).map(lambda x: x * x).sum()
+    print("OPSFLOW_RESULT " + json.dumps({"value": int(value), "app_id": sc.applicationId}), flush=True)
+finally:
+    spark.stop()
+"""
+
+RESULT_MARKER = "OPSFLOW_RESULT "
+#: A short job is mostly JVM start-up: C1 only and the serial GC cut it by about a third on 2 cores.
+JOB_JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+class JobResult(BaseModel):
+    value: int
+    app_id: str
+    seconds: float
+
+
+def sum_of_squares(n: int) -> int:
+    """0² + 1² + ... + (n-1)², in closed form.
+
+    >>> sum_of_squares(4)
+    14
+    """
+    return (n - 1) * n * (2 * n - 1) // 6
+
+
+def sum_of_squares_argv(
+    spark_home: str, master_url: str, script: Path, n: int, partitions: int, app_name: str, python: str
+) -> list[str]:
+    """The spark-submit command of the check job (pure). Small memory, no driver UI (no port to clash)."""
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": "512m",
+        "spark.executor.memory": "512m",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.extraJavaOptions": JOB_JVM_FLAGS,
+        "spark.executor.extraJavaOptions": JOB_JVM_FLAGS,
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+    }
+    argv = [f"{spark_home}/bin/spark-submit", "--master", master_url]
+    for key, value in conf.items():
+        argv += ["--conf", f"{key}={value}"]
+    return [*argv, str(script), str(n), str(partitions), app_name]
+
+
+def parse_job_output(stdout: str) -> tuple[int, str]:
+    """The value and application id printed by the check job (pure)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            data = json.loads(line[len(RESULT_MARKER) :])
+            return int(data["value"]), str(data["app_id"])
+    raise SparkError("the job printed no result line")
+
+
+def run_sum_of_squares(
+    master_url: str,
+    n: int = 100_000,
+    partitions: int = 4,
+    *,
+    app_name: str = "opsflow-sum-of-squares",
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 300.0,
+) -> JobResult:
+    """Run the check job on the cluster at ``master_url``; its result is checked against the closed form.
+
+    ``env`` must give JAVA_HOME (or java on PATH); SPARK_HOME defaults to the pyspark package.
+
+    Example:
+        >>> run_sum_of_squares("spark://127.0.0.1:7077", 1000).value  # doctest: +SKIP
+        332833500
+    """
+    run_env = dict(os.environ if env is None else env)
+    spark_home = run_env.get("SPARK_HOME") or _pyspark_home()
+    with tempfile.TemporaryDirectory(prefix="opsflow-spark-job-") as tmp:
+        script = Path(tmp) / "sum_of_squares.py"
+        script.write_text(SUM_OF_SQUARES_SCRIPT)
+        argv = sum_of_squares_argv(spark_home, master_url, script, n, partitions, app_name, sys.executable)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, env=run_env, cwd=tmp, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SparkError(f"the Spark job did not finish within {timeout_s:.0f} s") from exc
+        seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SparkError(f"spark-submit exited with {proc.returncode}:\n{_last_lines(proc.stderr)}")
+    value, app_id = parse_job_output(proc.stdout)
+    if value != sum_of_squares(n):
+        raise SparkError(f"the cluster computed {value}, expected {sum_of_squares(n)}")
+    return JobResult(value=value, app_id=app_id, seconds=seconds)
+
+
+def _pyspark_home() -> str:
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent)
+
+
+def _last_lines(text: str, lines: int = 30) -> str:
+    tail: Sequence[str] = text.splitlines()[-lines:]
+    return "\n".join(tail)

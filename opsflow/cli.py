@@ -1,0 +1,122 @@
+"""The `opsflow` command: the local stack (`up`, `down`, `status`, `env`, `demo`) and one group per subsystem.
+
+Example:
+    $ opsflow up --only prefect,slurm
+    $ opsflow status
+    $ eval "$(opsflow env)" && sinfo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from opsflow.stack.base import StackError
+from opsflow.stack.config import StackConfig, default_home
+
+app = typer.Typer(help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True)
+stack_app = typer.Typer(help="Hooks the local stack's components call.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+# Wide enough for URLs even when stdout is not a terminal (rich would assume 80 columns).
+console = Console(width=max(140, shutil.get_terminal_size().columns))
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")
+]
+
+
+def _cfg(home: Path | None) -> StackConfig:
+    return StackConfig.load(home.resolve() if home else default_home())
+
+
+@app.command()
+def up(
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated components (prefect, slurm, spark, prometheus, podman, workers)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Start the local stack (idempotent: what already runs is left alone)."""
+    from opsflow.stack.manager import up as stack_up
+
+    cfg = _cfg(home)
+    try:
+        started = stack_up(cfg, only.split(",") if only else None, echo=console.print)
+    except StackError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print("nothing to do: the stack was already up" if not started else f"started: {', '.join(started)}")
+    console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}")
+
+
+@app.command()
+def down(home: HomeOpt = None) -> None:
+    """Stop every component of the local stack and any process of it left behind."""
+    from opsflow.stack.manager import down as stack_down
+
+    stack_down(_cfg(home), echo=console.print)
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One line per component: state, URL, pid."""
+    from opsflow.stack.manager import status as stack_status
+
+    rows = stack_status(_cfg(home))
+    if as_json:
+        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        return
+    table = Table("component", "state", "url", "pid", "detail")
+    colours = {"up": "green", "down": "red", "degraded": "yellow", "disabled": "dim"}
+    for r in rows:
+        table.add_row(r.name, f"[{colours[r.state]}]{r.state}[/]", r.url or "", str(r.pid or ""), r.detail)
+    console.print(table)
+
+
+@app.command()
+def env(home: HomeOpt = None) -> None:
+    """Print `export` lines pointing a shell at the stack: eval "$(opsflow env)"."""
+    from opsflow.stack.env import stack_env
+
+    for key, value in stack_env(_cfg(home)).items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None, timeout: Annotated[int, typer.Option(help="Seconds to wait for each run")] = 600
+) -> None:
+    """Bring the stack up and run every process's demo flow through its deployment (watch it in the UI)."""
+    from opsflow.demo import run_demo
+    from opsflow.stack.manager import up as stack_up
+
+    cfg = _cfg(home)
+    try:
+        stack_up(cfg, echo=console.print)
+        ok = run_demo(cfg, timeout_s=timeout, echo=console.print)
+    except StackError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}  (user:password in {cfg.home}/prefect/auth-string)")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@stack_app.command()
+def epilog() -> None:
+    """Slurm Epilog hook of the local stack: record that a job ended on this node (never fails the node)."""
+    from opsflow.files import append_line
+
+    home = Path(os.environ.get("OPSFLOW_HOME", str(default_home())))
+    job = os.environ.get("SLURM_JOB_ID", "?")
+    node = os.environ.get("SLURMD_NODENAME", "?")
+    append_line(home / "slurm" / "epilog.log", f"{time.strftime('%Y-%m-%dT%H:%M:%S')} job={job} node={node}")

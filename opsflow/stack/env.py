@@ -1,0 +1,88 @@
+"""The environment every process of the local stack (and a user's shell) gets to reach the stack.
+
+``opsflow env`` prints it as ``export`` lines: ``eval "$(opsflow env)"`` then makes ``sinfo``, ``prefect``,
+``spark-submit`` and the ``docker`` SDK talk to the local stack.
+
+Example:
+    >>> env = stack_env(StackConfig(home=Path("/tmp/s")))
+    >>> env["PREFECT_API_URL"]
+    'http://127.0.0.1:4200/api'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from opsflow.files import atomic_write_text
+from opsflow.stack.config import StackConfig
+
+
+def java_home() -> str | None:
+    """JAVA_HOME of the JDK on PATH (Debian's default-jre), or the one already set."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    java = shutil.which("java")
+    if java is None:
+        return None
+    return str(Path(java).resolve().parent.parent)
+
+
+def spark_home() -> str:
+    """The Spark distribution shipped inside the pyspark package."""
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent)
+
+
+def api_auth_string(cfg: StackConfig) -> str:
+    """The basic-auth ``user:password`` guarding the local Prefect API, created once (mode 0600).
+
+    Without it anyone who reaches the API could read Block secrets with ``?include_secrets=true``.
+    """
+    path = cfg.home / "prefect" / "auth-string"
+    if not path.exists():
+        atomic_write_text(path, f"admin:{secrets.token_urlsafe(18)}", mode=0o600)
+    return path.read_text().strip()
+
+
+def stack_env(cfg: StackConfig) -> dict[str, str]:
+    """Variables (on top of the caller's environment) that point every client at this stack."""
+    env = {
+        "OPSFLOW_HOME": str(cfg.home),
+        "PREFECT_HOME": str(cfg.home / "prefect"),
+        "PREFECT_API_URL": cfg.prefect_api_url,
+        "PREFECT_API_AUTH_STRING": api_auth_string(cfg),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "SLURM_CONF": str(cfg.slurm_conf),
+        "SPARK_HOME": spark_home(),
+        "PYSPARK_PYTHON": sys.executable,
+        "DOCKER_HOST": cfg.docker_host,
+        # Our own console scripts first, so slurmd's Epilog and workers find `opsflow`.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    jh = java_home()
+    if jh:
+        env["JAVA_HOME"] = jh
+    return env
+
+
+def child_env(cfg: StackConfig) -> dict[str, str]:
+    """The full environment of a stack process: the caller's, minus stale Prefect settings, plus ours."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {**base, **stack_env(cfg)}
+
+
+@contextmanager
+def prefect_client_settings(cfg: StackConfig) -> Iterator[None]:
+    """Point this process's Prefect client at the stack's server for the duration of a ``with`` block."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates = {PREFECT_API_URL: cfg.prefect_api_url, PREFECT_API_AUTH_STRING: api_auth_string(cfg)}
+    with temporary_settings(updates=updates):
+        yield

@@ -1,0 +1,44 @@
+"""Session fixtures that start real components through the same code as `opsflow up`.
+
+The whole stack runs once per session in a temporary OPSFLOW_HOME with every port shifted by ``STACK_PORT_OFFSET``
+(so a developer's own `opsflow up` on the default ports is not disturbed). With CI=true a component that cannot
+start is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from opsflow.stack.base import StackError
+from opsflow.stack.config import StackConfig
+from opsflow.stack.env import prefect_client_settings
+from opsflow.stack.manager import down, up
+from opsflow.stack.process import stack_processes
+
+STACK_PORT_OFFSET = 10000
+
+
+def unavailable(msg: str) -> None:
+    """A component this test needs is missing: fail in CI, skip on a developer's machine."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    """The full local stack (Prefect + workers, Slurm, Spark, Prometheus, podman), up for the whole session."""
+    cfg = StackConfig(home=tmp_path_factory.mktemp("stack")).shifted(STACK_PORT_OFFSET)
+    try:
+        up(cfg)
+    except StackError as exc:
+        down(cfg)
+        unavailable(f"the local stack did not start: {exc}")
+    with prefect_client_settings(cfg):
+        yield cfg
+    down(cfg)
+    left = stack_processes(cfg.home)
+    assert not left, f"processes left behind by down: {[(p.pid, p.name()) for p in left]}"

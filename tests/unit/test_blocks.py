@@ -1,0 +1,29 @@
+"""Every Block describes itself as a form and builds its adapter (as Prefect's own collections check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blocks import ALL_BLOCKS
+from blocks.local import local_blocks
+from opsflow.stack.config import StackConfig
+
+
+@pytest.mark.parametrize("block_cls", ALL_BLOCKS, ids=lambda c: c.__name__)
+def test_block_describes_every_field(block_cls: type) -> None:
+    schema = block_cls.model_json_schema()
+    for name, prop in schema["properties"].items():
+        assert prop.get("description"), f"{block_cls.__name__}.{name} has no description"
+    assert block_cls.get_block_type_slug().startswith("opsflow-")
+    assert block_cls.get_description()
+
+
+def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
+    cfg = StackConfig(home=tmp_path).shifted(5)
+    slurm, spark, prom, docker = local_blocks(cfg)
+    assert slurm.cli().conf == cfg.slurm_conf
+    assert spark.master_url == "spark://127.0.0.1:7082"
+    assert prom.api().url == "http://127.0.0.1:9095"
+    assert docker.base_url == f"unix://{tmp_path}/podman/podman.sock"

@@ -1,0 +1,89 @@
+"""The stack's pure parts: config, component selection, files, process bookkeeping."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opsflow.files import append_line, atomic_write_text
+from opsflow.stack.base import StackError
+from opsflow.stack.config import StackConfig
+from opsflow.stack.manager import REGISTRY, resolve_only
+from opsflow.stack.process import port_owner, running_process, tail
+from work_pools import POOLS, base_job_template
+
+
+def test_shifted_moves_every_port_and_nothing_else(tmp_path: Path) -> None:
+    cfg = StackConfig(home=tmp_path)
+    moved = cfg.shifted(100)
+    for key, value in cfg.model_dump().items():
+        want = value + 100 if key.endswith("_port") else value
+        assert getattr(moved, key) == want, key
+
+
+def test_config_round_trips_through_home(tmp_path: Path) -> None:
+    cfg = StackConfig(home=tmp_path, slurm_nodes=3).shifted(7)
+    cfg.save()
+    assert StackConfig.load(tmp_path) == cfg
+
+
+def test_only_adds_requirements_and_keeps_start_order() -> None:
+    assert resolve_only(["worker-cpu", "slurm"]) == ["prefect", "slurm", "worker-cpu"]
+    assert resolve_only(None) == list(REGISTRY)
+
+
+def test_only_rejects_unknown_component_by_name() -> None:
+    with pytest.raises(StackError, match="unknown component 'slurmm'"):
+        resolve_only(["slurmm"])
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "d" / "f.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two", mode=0o600)
+    assert target.read_text() == "two"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+def test_append_line_adds_one_line_each(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    append_line(log, "x")
+    append_line(log, "y\n")
+    assert log.read_text() == "x\ny\n"
+
+
+def test_tail_returns_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "l.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert tail(log, 2) == "line 98\nline 99"
+    assert tail(tmp_path / "missing.log") == ""
+
+
+def test_port_owner_names_the_listening_process() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        owner = port_owner(port)
+    assert owner is not None and "python" in owner
+    assert port_owner(port) is None
+
+
+def test_running_process_ignores_a_recycled_pid(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x.pid").write_text(f'{{"pid": {proc.pid}, "create_time": 1.0}}')
+    assert running_process(tmp_path, "x") is None
+
+
+def test_pool_templates_are_process_templates_with_pool_env() -> None:
+    for pool in POOLS:
+        template = base_job_template(pool)
+        assert set(template) == {"job_configuration", "variables"}
+        assert template["variables"]["properties"]["env"]["default"]["OPSFLOW_POOL"] == pool
