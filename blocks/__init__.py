@@ -6,6 +6,10 @@ Example:
     'batch'
 """
 
+from typing import TypeVar, cast
+
+from prefect.blocks.core import Block
+
 from blocks.docker import DockerEngine
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
@@ -13,4 +17,11 @@ from blocks.spark import SparkCluster
 
 ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine)
 
-__all__ = ["ALL_BLOCKS", "DockerEngine", "PrometheusServer", "SlurmCluster", "SparkCluster"]
+B = TypeVar("B", bound=Block)
+
+
+def load_block(cls: type[B], name: str) -> B:
+    """``cls.load(name)`` from synchronous code, typed (Prefect's ``load`` is typed as maybe-a-coroutine)."""
+    return cast(B, cls.load(name))
+
+__all__ = ["ALL_BLOCKS", "DockerEngine", "PrometheusServer", "SlurmCluster", "SparkCluster", "load_block"]

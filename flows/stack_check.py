@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from pydantic import BaseModel
 
-from blocks import DockerEngine, PrometheusServer, SlurmCluster, SparkCluster
+from blocks import DockerEngine, PrometheusServer, SlurmCluster, SparkCluster, load_block
 
 
 class CheckResult(BaseModel):
@@ -30,7 +30,7 @@ class CheckResult(BaseModel):
 
 @task(task_run_name="slurm: 2-node job")
 def check_slurm(block_name: str) -> str:
-    cluster = SlurmCluster.load(block_name)
+    cluster = load_block(SlurmCluster, block_name)
     out = Path(cluster.shared_dir) / "stack-check" / f"slurm-{uuid.uuid4().hex[:8]}.out"
     out.parent.mkdir(parents=True, exist_ok=True)
     job = cluster.cli().submit(
@@ -45,7 +45,7 @@ def check_slurm(block_name: str) -> str:
 
 @task(task_run_name="spark: PySpark job")
 def check_spark(block_name: str) -> str:
-    cluster = SparkCluster.load(block_name)
+    cluster = load_block(SparkCluster, block_name)
     state = cluster.master().state()
     # run_sum_of_squares checks the cluster's answer against the closed form and raises when they differ.
     result = cluster.run_sum_of_squares(n=100_000, partitions=4)
@@ -55,7 +55,7 @@ def check_spark(block_name: str) -> str:
 @task(task_run_name="prometheus: scrapes the Spark master", retries=6, retry_delay_seconds=5)
 def check_prometheus(block_name: str) -> str:
     # Retried: right after `up`, Prometheus may not have scraped the master yet.
-    samples = PrometheusServer.load(block_name).api().query('up{job="spark-master"}')
+    samples = load_block(PrometheusServer, block_name).api().query('up{job="spark-master"}')
     if not samples or samples[0].value != 1.0:
         raise RuntimeError(f'up{{job="spark-master"}} is {[s.value for s in samples]}, expected [1.0]')
     return f'up{{job="spark-master"}} = 1 ({samples[0].labels.get("instance", "")})'
@@ -63,7 +63,7 @@ def check_prometheus(block_name: str) -> str:
 
 @task(task_run_name="docker: run a container")
 def check_docker(block_name: str) -> str:
-    engine = DockerEngine.load(block_name)
+    engine = load_block(DockerEngine, block_name)
     result = engine.engine().run(engine.check_image, ["echo", "hello-from-container"])
     if result.exit_code != 0 or "hello-from-container" not in result.logs:
         raise RuntimeError(f"container exited {result.exit_code}: {result.logs!r}")

@@ -7,7 +7,6 @@ start is a failure, never a skip.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,15 +16,9 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import prefect_client_settings
 from opsflow.stack.manager import down, up
 from opsflow.stack.process import stack_processes
+from tests.support import unavailable
 
 STACK_PORT_OFFSET = 10000
-
-
-def unavailable(msg: str) -> None:
-    """A component this test needs is missing: fail in CI, skip on a developer's machine."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")

@@ -24,17 +24,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-#: sinfo node line: name, compact state with its flags (``idle*``), reason. The reason comes last so that a
-#: ``|`` inside it cannot shift the other fields.
-SINFO_NODES_FORMAT = "%N|%t|%E"
+#: sinfo node line: name, full state (``idle+drain``, ``unknown+drain``: the compact ``%t`` shows both as
+#: ``drain``), reason. Width 0 means no truncation; the reason comes last so a ``|`` in it shifts nothing.
+SINFO_NODES_FORMAT = "NodeList:0|,StateComplete:0|,Reason:0"
 #: squeue job line: id, long state, start time, nodes, name (last, it is free text).
 SQUEUE_FORMAT = "%i|%T|%S|%N|%j"
 #: Job states after which nothing changes any more.
 FINAL_JOB_STATES = frozenset(
     {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
 )
-#: Characters sinfo appends to a compact node state (``*`` not responding, ``~`` powered off, ...).
-NODE_STATE_FLAGS = "*~#%$@!^-"
 
 
 class SlurmError(RuntimeError):
@@ -47,16 +45,25 @@ class SlurmError(RuntimeError):
 
 
 class SlurmNode(BaseModel):
-    """One node as sinfo shows it: ``state`` is the compact base state (``idle``, ``alloc``, ``drain``, ...)."""
+    """One node: base ``state`` (idle, allocated, mixed, down, unknown, future) and state ``flags`` (drain,
+    not_responding, completing, reserved, maintenance, powered_down, ...), as sinfo's StateComplete names them."""
 
     name: str
     state: str
+    flags: list[str] = []
     reason: str = ""
-    flags: str = ""  # see NODE_STATE_FLAGS
 
     @property
     def responding(self) -> bool:
-        return "*" not in self.flags
+        return "not_responding" not in self.flags
+
+    @property
+    def drained(self) -> bool:
+        return "drain" in self.flags
+
+    @property
+    def full_state(self) -> str:
+        return "+".join([self.state, *self.flags])
 
 
 class SlurmJob(BaseModel):
@@ -81,21 +88,21 @@ class SlurmJob(BaseModel):
 
 
 def parse_sinfo_nodes(text: str) -> list[SlurmNode]:
-    """Nodes from ``sinfo --Node --noheader --format='%N|%t|%E'`` (a node in two partitions is listed once).
+    """Nodes from ``sinfo --Node --noheader --Format=NodeList:0|,StateComplete:0|,Reason:0`` (a node of two
+    partitions is listed once).
 
-    >>> parse_sinfo_nodes("nid004|down*|Not responding\\n")
-    [SlurmNode(name='nid004', state='down', reason='Not responding', flags='*')]
+    >>> parse_sinfo_nodes("nid008|idle+not_responding|none\\n")
+    [SlurmNode(name='nid008', state='idle', flags=['not_responding'], reason='')]
     """
     nodes: dict[str, SlurmNode] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
         name, _, rest = line.partition("|")
-        compact, _, reason = rest.partition("|")
-        compact = compact.strip()
-        state = compact.rstrip(NODE_STATE_FLAGS)
+        full, _, reason = rest.partition("|")
+        state, *flags = full.strip().lower().split("+")
         reason = "" if reason.strip() == "none" else reason.strip()
-        node = SlurmNode(name=name.strip(), state=state, reason=reason, flags=compact[len(state) :])
+        node = SlurmNode(name=name.strip(), state=state, flags=flags, reason=reason)
         nodes.setdefault(node.name, node)
     return list(nodes.values())
 
@@ -202,7 +209,7 @@ class SlurmCLI(BaseModel):
 
     def nodes(self, timeout: float = 30.0) -> list[SlurmNode]:
         """Every node, from one ``sinfo`` call."""
-        return parse_sinfo_nodes(self.run(["sinfo", "--Node", "--noheader", f"--format={SINFO_NODES_FORMAT}"], timeout))
+        return parse_sinfo_nodes(self.run(["sinfo", "--Node", "--noheader", f"--Format={SINFO_NODES_FORMAT}"], timeout))
 
     def jobs(self, states: Iterable[str] = (), timeout: float = 30.0) -> list[SlurmJob]:
         """Jobs slurmctld knows (all, or those in ``states`` such as ``RUNNING``), from one ``squeue`` call."""
@@ -234,31 +241,35 @@ class SlurmCLI(BaseModel):
     ) -> SlurmJob:
         """Submit ``script`` with ``sbatch --parsable`` (``#!/bin/sh`` is added when it has no shebang).
 
-        With ``wait`` it returns once the job reached its final state; past ``timeout`` it raises (the job runs
-        on). A job that fails is returned (``job.ok`` is False), not raised: only a failed submission raises.
+        With ``wait`` it returns once the job reached its final state (see :meth:`wait`). A job that fails is
+        returned (``job.ok`` is False), not raised: only a failed submission or a timeout raises.
         """
-        deadline = time.monotonic() + timeout
         if not script.startswith("#!"):
             script = "#!/bin/sh\n" + script
         argv = ["sbatch", "--parsable", f"--nodes={nodes}", f"--job-name={job_name}", f"--output={output}"]
         if partition:
             argv.append(f"--partition={partition}")
-        if wait:
-            argv.append("--wait")
-        try:
-            out = self.run(argv, timeout, stdin=script)
-        except SlurmError as exc:
-            # With --wait sbatch exits with the job's exit code: a failed job is still a submitted one.
-            if exc.returncode is None or parse_job_id(exc.stdout) is None:
-                raise
-            out = exc.stdout
+        out = self.run(argv, 30.0, stdin=script)
         job_id = parse_job_id(out)
         if job_id is None:
             raise SlurmError(argv, 0, out, "sbatch printed no job id")
+        return self.wait(job_id, timeout) if wait else self.job(job_id)
+
+    def wait(self, job_id: int, timeout: float = 600.0) -> SlurmJob:
+        """Poll the job until it reached a final state (COMPLETING is not one: its Epilogs still run).
+
+        Not ``sbatch --wait``: 22.05 polls at 2 s then 8 s, so a one-second job came back after 10 s, and it
+        returns while the job is still COMPLETING. Here the poll starts at 0.25 s and backs off to 2 s.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.25
         job = self.job(job_id)
-        # sbatch --wait returns while the job is still COMPLETING (Epilogs running): wait for its final state.
-        while wait and not job.done and time.monotonic() < deadline:
-            time.sleep(0.5)
+        while not job.done:
+            if time.monotonic() > deadline:
+                argv = ["scontrol", "show", "job", str(job_id)]
+                raise SlurmError(argv, None, "", f"job {job_id} still {job.state} after {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
             job = self.job(job_id)
         return job
 

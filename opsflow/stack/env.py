@@ -61,6 +61,8 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "SLURM_CONF": str(cfg.slurm_conf),
         "SPARK_HOME": spark_home(),
+        # Drivers started from a flow or a shell get the stack's defaults (master, decommission, metrics).
+        "SPARK_CONF_DIR": str(cfg.home / "spark" / "conf"),
         "PYSPARK_PYTHON": sys.executable,
         "DOCKER_HOST": cfg.docker_host,
         # Our own console scripts first, so slurmd's Epilog and workers find `opsflow`.

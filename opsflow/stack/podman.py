@@ -1,6 +1,7 @@
 """Docker-compatible engine of the local stack: rootful podman serving the Docker API on ``<home>/podman/podman.sock``.
 
-Everything podman keeps (images, containers, locks, events, network configs) lives under ``<home>/podman``: the
+Everything podman keeps (images, containers, locks, events, network configs) lives under ``<home>/podman``, its
+runtime state named through a short symlink ``/run/opsflow/podman-<hash>`` (see :data:`RUNROOT_LINK_DIR`). The
 generated ``containers.conf``, ``storage.conf`` and ``registries.conf`` are given to every podman call through
 ``CONTAINERS_CONF`` and friends (:meth:`PodmanComponent.podman_env`), so the API service and the CLI calls of
 this module share one store. No registry is reachable, so the one image, :data:`BUSYBOX_IMAGE`, is made locally
@@ -16,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -57,6 +60,11 @@ BLOCKED_REGISTRIES = (
 )
 #: Variables that would turn the podman CLI into a remote client of some other engine.
 REMOTE_VARS = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY", "CONTAINER_PASSPHRASE")
+#: podman passes the runroot to each container's exit command (``podman container cleanup``) as ``--runroot``,
+#: which refuses more than 50 characters: with a longer one every container's clean-up fails and each wait
+#: takes 20 s more. So the runroot is named by a short symlink here, root-only like /run itself.
+RUNROOT_LINK_DIR = Path("/run/opsflow")
+MAX_RUNROOT = 50
 #: The kernel's limit on a unix socket path (sun_path is 108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
 #: /etc/passwd and /etc/group of the image, so that `id`, `ls -l` and `--user nobody` resolve names.
@@ -85,8 +93,15 @@ class PodmanPaths:
         return self.root / "run"
 
     @property
+    def runroot_link(self) -> Path:
+        """A short symlink to :attr:`run`, one per root (see :data:`RUNROOT_LINK_DIR`)."""
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return RUNROOT_LINK_DIR / f"podman-{digest}"
+
+    @property
     def runroot(self) -> Path:
-        return self.run / "storage"
+        """c/storage's runroot, named through :attr:`runroot_link` (at most 50 characters, whatever the home)."""
+        return self.runroot_link / "storage"
 
     @property
     def tmp_dir(self) -> Path:
@@ -229,6 +244,7 @@ class PodmanComponent(Component):
 
     def podman(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run the podman CLI on this stack's store (not checked: callers look at ``returncode``)."""
+        self._link_runroot()
         exe = shutil.which("podman") or "podman"
         env = {**self.env, **self.podman_env(), STACK_ID_VAR: str(self.cfg.home)}
         return subprocess.run(
@@ -244,6 +260,8 @@ class PodmanComponent(Component):
         return []
 
     def enabled(self) -> tuple[bool, str]:
+        if os.geteuid() != 0:
+            return False, "the local stack runs podman as root (rootless needs subuids and another network set-up)"
         for tool, package in (("podman", "podman"), ("runc", "runc"), ("conmon", "conmon")):
             if shutil.which(tool) is None:
                 return False, f"no `{tool}` on PATH (install Debian's {package})"
@@ -259,9 +277,27 @@ class PodmanComponent(Component):
         p = self.paths
         for d in (p.etc, p.graphroot, p.run, p.tmp, p.networks):
             d.mkdir(parents=True, exist_ok=True)
+        self._link_runroot()
         atomic_write_text(p.containers_conf, containers_conf(p))
         atomic_write_text(p.storage_conf, storage_conf(p))
         atomic_write_text(p.registries_conf, registries_conf())
+
+    def _link_runroot(self) -> None:
+        """Point :attr:`PodmanPaths.runroot_link` at ``run/`` (atomically; whatever was there is replaced)."""
+        link, target = self.paths.runroot_link, self.paths.run
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            link.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            tmp = link.with_name(f".{link.name}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+        except OSError as exc:
+            raise StackError(f"podman: cannot link {link} -> {target} (podman runs as root here): {exc}") from exc
 
     def _reset_stale_run_state(self) -> None:
         """Forget runtime state nothing runs for any more, as a reboot would (podman then refreshes its state).
@@ -298,10 +334,13 @@ class PodmanComponent(Component):
 
     def stop(self) -> bool:
         """Remove every container first (their conmon monitors leave the service's process group and do not
-        carry the stack id), then stop the service, then end any conmon of this home that is still there."""
+        carry the stack id), then stop the service, then end any conmon of this home that is still there.
+
+        Images stay: the next start finds :data:`BUSYBOX_IMAGE` and builds nothing.
+        """
         removed = False
         if self.paths.graphroot.joinpath("libpod").exists() and shutil.which("podman"):
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            with contextlib.suppress(subprocess.TimeoutExpired, StackError):
                 done = self.podman("rm", "--all", "--force", "--time", "0", timeout_s=60)
                 removed = done.returncode == 0 and bool(done.stdout.strip())
         stopped = super().stop()
@@ -310,6 +349,9 @@ class PodmanComponent(Component):
             with contextlib.suppress(psutil.Error):
                 leftovers += [c for p in list(leftovers) for c in p.children(recursive=True)]
             kill_all(leftovers)
+        # Made again by the next start or CLI call; gone, a removed home leaves no dangling link.
+        if self.paths.runroot_link.is_symlink():
+            self.paths.runroot_link.unlink(missing_ok=True)
         return stopped or removed or bool(leftovers)
 
     def _conmons(self) -> list[psutil.Process]:

@@ -24,7 +24,6 @@ import getpass
 import os
 import shlex
 import shutil
-import socket
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,14 +37,16 @@ from pydantic import BaseModel
 from opsflow.adapters.slurm import SlurmCLI, SlurmError, SlurmNode
 from opsflow.files import atomic_write_bytes, atomic_write_text
 from opsflow.stack.base import Component, StackError
-from opsflow.stack.process import ProcessSpec, kill_all, running_process, stop_process
+from opsflow.stack.process import ProcessSpec, kill_all, port_owner, running_process, stop_process
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "scontrol", "scancel")
-#: Compact (sinfo %t) states of a node that answers and can run or is running work. Drained nodes count: an
-#: operator took them out, Slurm itself is fine.
-HEALTHY_STATES = frozenset({"idle", "alloc", "mix", "comp", "resv", "maint", "drain", "drng", "plnd"})
-#: Node state flags that still mean healthy: maintenance reservation, reboot pending, planned by backfill.
-HEALTHY_FLAGS = frozenset("$@-")
+#: Base states of a node that works. Drained nodes count (the drain is a flag): an operator took them out,
+#: Slurm itself is fine. Unknown means its slurmd has not registered yet.
+HEALTHY_STATES = frozenset({"idle", "allocated", "mixed"})
+#: State flags of a node that does not answer or is not there.
+UNHEALTHY_FLAGS = frozenset(
+    {"not_responding", "fail", "invalid_reg", "powered_down", "powering_down", "powering_up", "reboot_issued"}
+)
 #: Job states slurmctld may remember from before a restart although no process of the job is left.
 LIVE_JOB_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING", "STAGE_OUT")
 #: sun_path of an AF_UNIX socket holds 108 bytes including the NUL.
@@ -198,7 +199,7 @@ def render_epilog(opsflow: Path, home: Path, out: Path) -> str:
 
 def node_healthy(node: SlurmNode) -> bool:
     """The node responds and is in a working state (not down, fail, unknown or powered off)."""
-    return node.state in HEALTHY_STATES and set(node.flags) <= HEALTHY_FLAGS
+    return node.state in HEALTHY_STATES and not UNHEALTHY_FLAGS.intersection(node.flags)
 
 
 def all_healthy(nodes: list[SlurmNode], expected: list[str]) -> bool:
@@ -208,12 +209,12 @@ def all_healthy(nodes: list[SlurmNode], expected: list[str]) -> bool:
 
 
 def summarize(nodes: list[SlurmNode]) -> str:
-    """``"4 nodes idle"`` or ``"4 nodes: 1 alloc, 3 idle"``.
+    """``"4 nodes idle"`` or ``"4 nodes: 1 allocated, 3 idle"``.
 
     >>> summarize([SlurmNode(name="nid001", state="idle")])
     '1 nodes idle'
     """
-    counts = Counter(n.state + n.flags for n in nodes)
+    counts = Counter(n.full_state for n in nodes)
     if len(counts) == 1:
         return f"{len(nodes)} nodes {next(iter(counts))}"
     return f"{len(nodes)} nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -242,7 +243,9 @@ class SlurmComponent(Component):
         munged = [
             _which("munged") or "munged",
             "--foreground",
-            "--force",  # lets it run as root and take over a stale socket left by a killed munged
+            # Debian's munged refuses group/world-writable parents of key, seed or socket (a home under a shared
+            # directory has them); --force turns those checks into warnings.
+            "--force",
             f"--key-file={lay.munge_key}",
             f"--socket={lay.munge_socket}",
             f"--pid-file={lay.munge}/munged.pid",
@@ -305,13 +308,9 @@ class SlurmComponent(Component):
 
     def _cancel_stale_jobs(self, before: datetime) -> None:
         # A job that started before this slurmctld did cannot have a process left: all were stopped.
-        stale = [
-            j.job_id
-            for j in self.cli.jobs(LIVE_JOB_STATES, timeout=10)
-            if j.start_time is not None and j.start_time < before
-        ]
         try:
-            self.cli.cancel(stale, timeout=10)
+            jobs = self.cli.jobs(LIVE_JOB_STATES, timeout=10)
+            self.cli.cancel([j.job_id for j in jobs if j.start_time is not None and j.start_time < before], timeout=10)
         except SlurmError as exc:
             raise StackError(f"slurm: could not cancel jobs left from before the restart: {exc}") from exc
 
@@ -352,8 +351,9 @@ class SlurmComponent(Component):
             return None
 
     def healthy(self) -> bool:
-        # sinfo retries a refused connection for ~9 s: a closed slurmctld port answers at once.
-        if not _listening(self.cfg.slurmctld_port):
+        # sinfo retries a refused connection for ~9 s; a look at the listening sockets is instant (and, unlike
+        # a test connection, leaves no "Zero Bytes were transmitted" error in slurmctld's log).
+        if port_owner(self.cfg.slurmctld_port) is None:
             return False
         nodes = self._nodes()
         return nodes is not None and all_healthy(nodes, node_names(self.cfg.slurm_nodes))
@@ -385,14 +385,6 @@ def job_processes(spool: Path, conf: Path) -> tuple[list[psutil.Process], list[p
         except psutil.Error:
             continue
     return steps, tasks
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _which(name: str) -> str | None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import hostlist
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
 
+from blocks import load_block
+from blocks.local import local_blocks
+from opsflow.adapters.slurm import SlurmCLI
+from opsflow.demo import run_and_wait
 from opsflow.gpu import list_gpus
 from opsflow.stack.config import StackConfig
 from opsflow.stack.manager import status, up
+from tests.support import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -25,7 +30,7 @@ def test_every_component_is_up(stack: StackConfig) -> None:
 
 
 def test_stack_check_deployment_completes_on_the_cpu_worker(stack: StackConfig) -> None:
-    run = run_deployment("stack-check/stack-check", timeout=300)
+    run = run_and_wait("stack-check/stack-check", timeout_s=300)
     assert run.state is not None and run.state.is_completed(), run.state
 
     async def artifact_rows() -> list[dict[str, object]]:
@@ -48,10 +53,27 @@ def test_stack_check_deployment_completes_on_the_cpu_worker(stack: StackConfig) 
 
 
 def test_slurm_epilog_hook_records_finished_jobs(stack: StackConfig) -> None:
-    # The stack-check job above ran on two nodes; the Epilog configured by `up` ran on each of them.
+    # The Epilog that `up` configures runs `opsflow stack epilog` on each node of a finished job.
+    job = SlurmCLI(conf=stack.slurm_conf).submit("true", nodes=2, output=stack.home / "shared" / "e.out")
+    assert job.ok, job
     log = stack.home / "slurm" / "epilog.log"
-    lines = log.read_text().splitlines()
-    assert any("job=" in line and "node=nid" in line for line in lines), lines
+
+    def lines() -> list[str]:
+        text = log.read_text() if log.exists() else ""
+        found = [line for line in text.splitlines() if f"job={job.job_id} " in line]
+        return found if len(found) >= 2 else []
+
+    # The epilog may still be running when sbatch --wait returns (the job is COMPLETING).
+    nodes = sorted(line.split("node=")[1] for line in wait_until(lines))
+    assert nodes == sorted(hostlist.expand_hostlist(job.node_list))
+
+
+def test_blocks_saved_by_up_load_back(stack: StackConfig) -> None:
+    for block in local_blocks(stack):
+        loaded = load_block(type(block), "local")
+        assert loaded.model_dump(exclude={"block_document_id", "block_document_name"}) == block.model_dump(
+            exclude={"block_document_id", "block_document_name"}
+        )
 
 
 def test_second_up_changes_nothing(stack: StackConfig) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,29 +15,12 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import STACK_ID_VAR
 from opsflow.stack.slurm import SlurmComponent, job_processes, node_names
+from tests.support import unavailable, wait_until
 
 pytestmark = pytest.mark.stack
 
 NODES = 4  # enough for multi-node jobs and a busy node beside idle ones; starts in about a second
 PORT_OFFSET = 20000
-
-
-def unavailable(msg: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg)
-    else:
-        pytest.skip(msg)
-
-
-def eventually(check: object, timeout_s: float = 30.0) -> bool:
-    """Poll ``check()`` until it is truthy (Slurm works asynchronously: epilogs, node registration)."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return bool(check())
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def own_processes(home: Path) -> list[psutil.Process]:
 def test_all_nodes_idle(slurm: SlurmComponent, cli: SlurmCLI) -> None:
     nodes = cli.nodes()
     assert [n.name for n in nodes] == node_names(NODES)
-    assert all(n.state == "idle" and n.responding for n in nodes)
+    assert all(n.full_state == "idle" and n.responding for n in nodes)
     status = slurm.status()
     assert status.state == "up"
     assert status.detail == f"{NODES} nodes idle"
@@ -106,7 +87,7 @@ def test_two_node_job_runs_and_epilog_records_it(slurm: SlurmComponent, cli: Slu
         text = epilog_log.read_text() if epilog_log.exists() else ""
         return all(f"job={job.job_id} node={n}" in text for n in ("nid001", "nid002"))
 
-    assert eventually(both_nodes_logged), epilog_log.read_text() if epilog_log.exists() else "no epilog.log"
+    assert wait_until(both_nodes_logged), epilog_log.read_text() if epilog_log.exists() else "no epilog.log"
 
 
 def test_failed_job_is_returned_not_raised(cli: SlurmCLI, tmp_path: Path) -> None:
@@ -122,7 +103,7 @@ def test_bad_submission_raises_with_stderr(cli: SlurmCLI, tmp_path: Path) -> Non
 
 def test_restart_keeps_nodes_healthy_and_ends_killed_jobs(slurm: SlurmComponent, cli: SlurmCLI, tmp_path: Path) -> None:
     running = cli.submit("sleep 300", output=tmp_path / "sleep.out", wait=False, job_name="cut-by-stop")
-    assert eventually(lambda: all(job_processes(slurm.layout.spool, slurm.cfg.slurm_conf)))
+    assert wait_until(lambda: all(job_processes(slurm.layout.spool, slurm.cfg.slurm_conf)))
 
     assert slurm.stop()
     assert own_processes(slurm.cfg.home) == []
@@ -132,7 +113,7 @@ def test_restart_keeps_nodes_healthy_and_ends_killed_jobs(slurm: SlurmComponent,
     assert slurm.start()
     assert slurm.healthy()
     assert cli.job(running.job_id).state in ("CANCELLED", "COMPLETING")
-    assert eventually(lambda: all(n.state == "idle" for n in cli.nodes()))
+    assert wait_until(lambda: all(n.full_state == "idle" for n in cli.nodes()))
 
     assert slurm.stop()
     assert slurm.start()

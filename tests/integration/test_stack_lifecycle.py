@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.manager import down, status, up
 from opsflow.stack.process import stack_processes
-from tests.conftest import unavailable
+from tests.support import unavailable
 
 pytestmark = pytest.mark.stack
 ONLY = ["slurm", "prometheus"]
@@ -50,5 +51,5 @@ def test_up_refuses_a_taken_port_naming_it_and_its_owner(small_stack: StackConfi
             up(small_stack, ["prometheus"])
     message = str(err.value)
     assert f"port {small_stack.prometheus_port}" in message
-    assert "python" in message
+    assert f"pid {os.getpid()} " in message
     assert stack_processes(small_stack.home) == []

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefect.blocks.core import Block
 
-from blocks import ALL_BLOCKS
+from blocks import ALL_BLOCKS, DockerEngine, PrometheusServer, SlurmCluster, SparkCluster
 from blocks.local import local_blocks
 from opsflow.stack.config import StackConfig
 
 
 @pytest.mark.parametrize("block_cls", ALL_BLOCKS, ids=lambda c: c.__name__)
-def test_block_describes_every_field(block_cls: type) -> None:
+def test_block_describes_every_field(block_cls: type[Block]) -> None:
     schema = block_cls.model_json_schema()
     for name, prop in schema["properties"].items():
         assert prop.get("description"), f"{block_cls.__name__}.{name} has no description"
@@ -23,6 +24,8 @@ def test_block_describes_every_field(block_cls: type) -> None:
 def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
     cfg = StackConfig(home=tmp_path).shifted(5)
     slurm, spark, prom, docker = local_blocks(cfg)
+    assert isinstance(slurm, SlurmCluster) and isinstance(spark, SparkCluster)
+    assert isinstance(prom, PrometheusServer) and isinstance(docker, DockerEngine)
     assert slurm.cli().conf == cfg.slurm_conf
     assert spark.master_url == "spark://127.0.0.1:7082"
     assert prom.api().url == "http://127.0.0.1:9095"

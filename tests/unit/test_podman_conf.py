@@ -13,6 +13,8 @@ from opsflow.adapters.docker_engine import bind_specs
 from opsflow.stack.config import StackConfig
 from opsflow.stack.podman import (
     BUSYBOX_IMAGE,
+    MAX_RUNROOT,
+    RUNROOT_LINK_DIR,
     PodmanComponent,
     PodmanPaths,
     applet_paths,
@@ -48,10 +50,18 @@ def test_paths_with_quotes_stay_valid_toml() -> None:
     assert tomllib.loads(containers_conf(odd))["engine"]["tmp_dir"] == '/h/we"ird\\dir/podman/run/libpod'
 
 
-def test_storage_conf_puts_graphroot_and_runroot_under_root() -> None:
+def test_storage_conf_puts_graphroot_under_root_and_runroot_behind_the_short_link() -> None:
     conf = tomllib.loads(storage_conf(PATHS))["storage"]
-    assert conf == {"driver": "vfs", "graphroot": "/h/podman/storage", "runroot": "/h/podman/run/storage"}
+    assert conf == {"driver": "vfs", "graphroot": "/h/podman/storage", "runroot": f"{PATHS.runroot_link}/storage"}
     assert tomllib.loads(storage_conf(PATHS, driver="overlay"))["storage"]["driver"] == "overlay"
+
+
+def test_runroot_stays_within_podmans_limit_for_any_home() -> None:
+    deep = PodmanPaths(Path("/tmp/pytest-of-someone/pytest-1234/a-rather-long-test-name0/podman"))
+    assert len(str(deep.runroot)) <= MAX_RUNROOT
+    assert deep.runroot_link.parent == RUNROOT_LINK_DIR
+    assert deep.runroot_link != PATHS.runroot_link
+    assert deep.runroot_link == PodmanPaths(deep.root).runroot_link
 
 
 def test_registries_conf_has_no_search_registries_and_blocks_docker_hub() -> None:

@@ -19,17 +19,31 @@ from opsflow.adapters.slurm import (
     parse_sinfo_nodes,
     parse_squeue,
 )
-from opsflow.stack.slurm import SlurmLayout, all_healthy, node_names, render_epilog, render_slurm_conf, summarize
+from opsflow.stack.slurm import (
+    SlurmLayout,
+    all_healthy,
+    node_healthy,
+    node_names,
+    render_epilog,
+    render_slurm_conf,
+    summarize,
+)
 
 LAYOUT = SlurmLayout(root=Path("/h/slurm"))
 
+# sinfo --Node --noheader --Format='NodeList:0|,StateComplete:0|,Reason:0'
 SINFO = """\
-nid001|drain|a very long reason text that goes on and on beyond forty characters, really
-nid002|alloc|none
-nid003|drain|update pending | v2
-nid004|down*|Not responding
+nid001|idle|none
+nid002|idle|none
+nid003|idle+drain|update pending | v2
+nid004|allocated|none
+nid005|idle+drain|a very long reason text that goes on and on beyond forty characters, really | x
+nid006|down+not_responding|Not responding
+nid007|idle+maintenance+reserved|none
+nid008|idle+not_responding|none
 """
-SINFO_IDLE_STAR = "nid004|idle*|none\n"
+# Right after a slurmctld restart, before the slurmds registered (%t would show "unk" and "drain").
+SINFO_RESTARTED = "nid001|unknown|none\nnid002|unknown+drain|test\n"
 
 SQUEUE = """\
 8|PENDING|N/A||my job|x
@@ -127,31 +141,38 @@ def test_epilog_sets_home_and_never_fails() -> None:
 
 
 def test_parse_sinfo_nodes() -> None:
-    nodes = parse_sinfo_nodes(SINFO)
-    assert [n.name for n in nodes] == ["nid001", "nid002", "nid003", "nid004"]
-    assert nodes[2].state == "drain" and nodes[2].reason == "update pending | v2"
-    assert nodes[1].reason == ""
-    assert nodes[3].state == "down" and nodes[3].flags == "*" and not nodes[3].responding
+    nodes = {n.name: n for n in parse_sinfo_nodes(SINFO)}
+    assert list(nodes) == node_names(8)
+    assert nodes["nid001"] == SlurmNode(name="nid001", state="idle")
+    assert nodes["nid003"].drained and nodes["nid003"].reason == "update pending | v2"
+    assert nodes["nid005"].reason.endswith("really | x")
+    assert nodes["nid006"].state == "down" and not nodes["nid006"].responding
+    assert nodes["nid007"].flags == ["maintenance", "reserved"]
+    assert nodes["nid008"].full_state == "idle+not_responding"
 
 
 def test_parse_sinfo_lists_a_node_of_two_partitions_once() -> None:
     assert len(parse_sinfo_nodes("nid001|idle|none\nnid001|idle|none\n")) == 1
 
 
-def test_health_needs_every_node_responding_and_up() -> None:
+def test_health_of_each_node() -> None:
+    healthy = {n.name for n in parse_sinfo_nodes(SINFO) if node_healthy(n)}
+    assert healthy == {"nid001", "nid002", "nid003", "nid004", "nid005", "nid007"}
+    assert not any(node_healthy(n) for n in parse_sinfo_nodes(SINFO_RESTARTED))
+
+
+def test_health_needs_every_node_listed_and_healthy() -> None:
     names = node_names(4)
-    up = parse_sinfo_nodes("".join(f"{n}|idle|none\n" for n in names[:3]) + "nid004|alloc|none\n")
+    up = [SlurmNode(name=n, state="idle") for n in names[:3]] + [SlurmNode(name="nid004", state="mixed")]
     assert all_healthy(up, names)
     assert not all_healthy(up[:3], names)  # one missing
-    assert not all_healthy([*up[:3], *parse_sinfo_nodes(SINFO_IDLE_STAR)], names)  # not responding
-    assert not all_healthy(parse_sinfo_nodes(SINFO), names)  # down*
-    assert not all_healthy([*up[:3], SlurmNode(name="nid004", state="unk")], names)
-    assert all_healthy([*up[:3], SlurmNode(name="nid004", state="drain", reason="x")], names)
+    assert not all_healthy([*up[:3], SlurmNode(name="nid004", state="idle", flags=["not_responding"])], names)
+    assert all_healthy([*up[:3], SlurmNode(name="nid004", state="idle", flags=["drain"], reason="x")], names)
 
 
 def test_summarize() -> None:
     assert summarize([SlurmNode(name=n, state="idle") for n in node_names(8)]) == "8 nodes idle"
-    assert summarize(parse_sinfo_nodes(SINFO)) == "4 nodes: 1 alloc, 1 down*, 2 drain"
+    assert summarize(parse_sinfo_nodes(SINFO_RESTARTED)) == "2 nodes: 1 unknown, 1 unknown+drain"
 
 
 def test_parse_job_failed() -> None:

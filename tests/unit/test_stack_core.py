@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_port_owner_names_the_listening_process() -> None:
         s.listen()
         port = s.getsockname()[1]
         owner = port_owner(port)
-    assert owner is not None and "python" in owner
+    assert owner is not None and owner.startswith(f"pid {os.getpid()} (")
     assert port_owner(port) is None
 
 
