@@ -34,7 +34,12 @@ def check_slurm(block_name: str) -> str:
     out = Path(cluster.shared_dir) / "stack-check" / f"slurm-{uuid.uuid4().hex[:8]}.out"
     out.parent.mkdir(parents=True, exist_ok=True)
     job = cluster.cli().submit(
-        "#!/bin/sh\necho ran-on=$SLURMD_NODENAME\n", nodes=2, partition=cluster.partition, output=out, wait=True
+        # One step task per node: each prints the node it ran on.
+        "#!/bin/sh\nsrun --ntasks-per-node=1 sh -c 'echo ran-on=$SLURMD_NODENAME'\n",
+        nodes=2,
+        partition=cluster.partition,
+        output=out,
+        wait=True,
     )
     text = out.read_text()
     nodes = sorted(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ran-on="))

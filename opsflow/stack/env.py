@@ -65,6 +65,7 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "SPARK_CONF_DIR": str(cfg.home / "spark" / "conf"),
         "PYSPARK_PYTHON": sys.executable,
         "DOCKER_HOST": cfg.docker_host,
+        "CONTAINER_HOST": cfg.docker_host,  # `podman --remote` talks to the same service
         # Our own console scripts first, so slurmd's Epilog and workers find `opsflow`.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
     }

@@ -65,6 +65,8 @@ REMOTE_VARS = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY", "CO
 #: takes 20 s more. So the runroot is named by a short symlink here, root-only like /run itself.
 RUNROOT_LINK_DIR = Path("/run/opsflow")
 MAX_RUNROOT = 50
+#: runc's default state directory when run as root (podman gives it no --root).
+RUNC_STATE_DIR = Path("/run/runc")
 #: The kernel's limit on a unix socket path (sun_path is 108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
 #: /etc/passwd and /etc/group of the image, so that `id`, `ls -l` and `--user nobody` resolve names.
@@ -305,8 +307,16 @@ class PodmanComponent(Component):
         podman expects ``run/`` on a tmpfs; under home it outlives a crash or reboot and would describe containers
         whose processes are gone.
         """
-        if running_process(self.cfg.home, "podman-service") is None and not self._conmons():
-            shutil.rmtree(self.paths.run, ignore_errors=True)
+        if running_process(self.cfg.home, "podman-service") is not None or self._conmons():
+            return
+        # runc keeps its own state in /run/runc/<id>, which podman's refresh does not clean; --force also ends a
+        # container process whose conmon died with it.
+        runc = shutil.which("runc")
+        for userdata in self.paths.graphroot.glob(f"{STORAGE_DRIVER}-containers/*/userdata"):
+            cid = userdata.parent.name
+            if runc and RUNC_STATE_DIR.joinpath(cid).exists():
+                subprocess.run([runc, "delete", "--force", cid], capture_output=True, timeout=30, check=False)
+        shutil.rmtree(self.paths.run, ignore_errors=True)
 
     def after_start(self) -> None:
         """Build :data:`BUSYBOX_IMAGE` unless it exists."""

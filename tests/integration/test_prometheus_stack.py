@@ -3,12 +3,11 @@ started in a temporary home on shifted ports."""
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -18,18 +17,13 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import stack_processes
 from opsflow.stack.prometheus import GROUP_METRICS, PrometheusComponent
+from tests.support import unavailable
 
 pytestmark = pytest.mark.stack
 
 OFFSET = 23000
 BROKEN_OFFSET = 23050  # the broken-storage stack, so that it never meets the healthy one's ports
 T = TypeVar("T")
-
-
-def unavailable(msg: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 def component(home: Path, offset: int) -> PrometheusComponent:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -16,17 +15,10 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import running_process, stack_processes, start_process
 from opsflow.stack.spark import SparkComponent, worker_host, worker_key
+from tests.support import unavailable
 
 pytestmark = pytest.mark.stack
 PORT_OFFSET = 21000
-
-
-def unavailable(msg: str) -> None:
-    """Spark cannot run here: fail in CI, skip on a developer's machine."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg)
-    else:
-        pytest.skip(msg)
 
 
 def wait_for_state(master: SparkMaster, check: Callable[[MasterState], bool], within_s: float = 60.0) -> MasterState:
