@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 # exporter; podman (with runc: crun fails on some cgroup layouts) for the Docker-API code paths; busybox-static
 # for the registry-free container image; a JDK for Spark (only if no java is on PATH).
 packages=(slurmctld slurmd slurm-client munge prometheus prometheus-process-exporter
-          podman runc conmon catatonit busybox-static)
+          podman runc conmon catatonit netavark busybox-static)
 command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
 
 missing=()
