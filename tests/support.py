@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import pytest
 
+from opsflow.stack.base import Component, StackError
+
 T = TypeVar("T")
 
 
@@ -27,3 +29,15 @@ def wait_until(probe: Callable[[], T], timeout_s: float = 30.0, every_s: float =
         time.sleep(every_s)
         value = probe()
     return value
+
+
+def start_or_unavailable(component: Component) -> None:
+    """Start a real component for a test; one that cannot run here fails in CI and skips elsewhere."""
+    ok, why = component.enabled()
+    if not ok:
+        unavailable(f"{component.name} cannot run here: {why}")
+    try:
+        component.start()
+    except StackError as exc:
+        component.stop()
+        unavailable(f"{component.name} did not start: {exc}")

@@ -10,12 +10,11 @@ import psutil
 import pytest
 
 from opsflow.adapters.docker_engine import DockerEngine, DockerEngineError
-from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.podman import BUSYBOX_IMAGE, PodmanComponent
 from opsflow.stack.process import stack_processes
-from tests.conftest import unavailable
+from tests.support import start_or_unavailable
 
 pytestmark = pytest.mark.stack
 PORT_OFFSET = 22000
@@ -24,14 +23,7 @@ PORT_OFFSET = 22000
 def start_podman(home: Path) -> PodmanComponent:
     cfg = StackConfig(home=home).shifted(PORT_OFFSET)
     comp = PodmanComponent(cfg, child_env(cfg))
-    ok, why = comp.enabled()
-    if not ok:
-        unavailable(f"podman cannot run here: {why}")
-    try:
-        comp.start()
-    except StackError as exc:
-        comp.stop()
-        unavailable(f"podman did not start: {exc}")
+    start_or_unavailable(comp)
     return comp
 
 

@@ -6,16 +6,14 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from opsflow.adapters.slurm import SlurmCLI, SlurmError
-from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
-from opsflow.stack.process import STACK_ID_VAR
+from opsflow.stack.process import stack_processes
 from opsflow.stack.slurm import SlurmComponent, job_processes, node_names
-from tests.support import unavailable, wait_until
+from tests.support import start_or_unavailable, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -28,13 +26,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmComponent]:
     home = tmp_path_factory.mktemp("slurm")
     cfg = StackConfig(home=home, slurm_nodes=NODES).shifted(PORT_OFFSET)
     comp = SlurmComponent(cfg, child_env(cfg))
-    ok, why = comp.enabled()
-    if not ok:
-        unavailable(f"slurm component unavailable: {why}")
-    try:
-        comp.start()
-    except StackError as exc:
-        unavailable(f"slurm component did not start: {exc}")
+    start_or_unavailable(comp)
     try:
         yield comp
     finally:
@@ -44,17 +36,6 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmComponent]:
 @pytest.fixture(scope="module")
 def cli(slurm: SlurmComponent) -> SlurmCLI:
     return SlurmCLI(conf=slurm.cfg.slurm_conf)
-
-
-def own_processes(home: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(STACK_ID_VAR) == str(home) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_all_nodes_idle(slurm: SlurmComponent, cli: SlurmCLI) -> None:
@@ -106,7 +87,7 @@ def test_restart_keeps_nodes_healthy_and_ends_killed_jobs(slurm: SlurmComponent,
     assert wait_until(lambda: all(job_processes(slurm.layout.spool, slurm.cfg.slurm_conf)))
 
     assert slurm.stop()
-    assert own_processes(slurm.cfg.home) == []
+    assert stack_processes(slurm.cfg.home) == []
     assert job_processes(slurm.layout.spool, slurm.cfg.slurm_conf) == ([], [])
     assert slurm.status().state == "down"
 
