@@ -1,0 +1,132 @@
+"""The data of the Node Update service (pure pydantic models, no I/O).
+
+A *codename* is a timestamp ``YYYYmmddHHMMSS``; a node's *level* is the codename of the last update it applied or
+its boot time in the same format (F7), so "is this node behind?" is a string comparison.
+
+Example:
+    >>> CatalogEntry(codename="20261123120000", nodes=["nid001", "nid002"]).covers("nid002")
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import cached_property
+
+from pydantic import BaseModel, Field
+
+
+class NodeState(StrEnum):
+    """The seed's state diagram (section VI)."""
+
+    IDLE = "IDLE"  # not in the reservation
+    READY = "READY"  # in the reservation, work pending, not started yet
+    UPDATING = "UPDATING"  # an apply step runs on it
+    DONE = "DONE"  # finished this tick; released from the reservation
+    FAIL = "FAIL"  # an update failed; stays reserved until an operator resolves it
+
+
+class CatalogEntry(BaseModel):
+    """One line of ``active-updates.list``: ``<codename> <hostlist> [canary=N]``."""
+
+    codename: str
+    nodes: list[str] = Field(description="Expanded hostlist, sorted")
+    canary: int = Field(0, ge=0, description="Apply to this many nodes first; widen once they all succeeded")
+    line: int = Field(0, description="Line number in the catalog file (for messages)")
+
+    @cached_property
+    def node_set(self) -> frozenset[str]:
+        return frozenset(self.nodes)
+
+    def covers(self, node: str) -> bool:
+        return node in self.node_set
+
+
+class Catalog(BaseModel):
+    entries: list[CatalogEntry] = []
+    #: A line that could not be parsed: "file:line: why". The tick then starts nothing new (F4 safety).
+    error: str | None = None
+
+    def pending_for(self, node: str, level: str | None, skipped: Iterable[str] = ()) -> list[str]:
+        """Codenames ``node`` still needs, oldest first: covering entries newer than its level (F5, F7).
+
+        >>> Catalog(entries=[CatalogEntry(codename="20260101000000", nodes=["n1"])]).pending_for("n1", "20251231000000")
+        ['20260101000000']
+        """
+        if level is None:
+            return []
+        skip = set(skipped)
+        return sorted(
+            e.codename for e in self.entries if e.codename > level and e.codename not in skip and e.covers(node)
+        )
+
+
+class LevelReport(BaseModel):
+    """A node's message in the spool: its current level (boot hook, epilog or periodic check)."""
+
+    node: str
+    level: str
+    at: float = Field(description="Unix time the node wrote it")
+    source: str = Field("epilog", description="boot | epilog | check")
+
+
+class ApplyResult(BaseModel):
+    """A node's message in the spool after one ``update.sh`` ran there."""
+
+    node: str
+    codename: str
+    ok: bool
+    exit_code: int
+    log_tail: str = ""
+    at: float
+
+
+class SlurmNodeView(BaseModel):
+    """What the tick needs of one Slurm node."""
+
+    name: str
+    state: str = Field(description="Base state from sinfo: idle, alloc, mix, down, drain, ...")
+    has_job: bool = Field(description="A job (other than our apply step) runs on it")
+
+
+class ClusterSnapshot(BaseModel):
+    """One look at Slurm: nodes, our reservation, and the nodes our apply job currently runs on."""
+
+    nodes: list[SlurmNodeView]
+    reservation: list[str] | None = Field(description="Nodes of the reservation; None when it does not exist")
+    applying: list[str] = Field(default_factory=list, description="Nodes an apply job of ours runs on")
+
+
+class NodeRecord(BaseModel):
+    """The tick's ledger entry for one node (persisted between ticks in ``state/nodes.json``)."""
+
+    level: str | None = None
+    state: NodeState = NodeState.IDLE
+    reason: str = ""
+    failed_codename: str | None = None
+    #: Codenames an operator released this node from (`resolve --release`): never retried on it.
+    skipped: list[str] = Field(default_factory=list)
+
+
+class Ledger(BaseModel):
+    nodes: dict[str, NodeRecord] = {}
+
+
+class Settings(BaseModel):
+    res_limit: int = Field(8, ge=1, description="Most nodes in the reservation at once, FAIL ones included (F6)")
+    max_failures: int = Field(3, ge=1, description="FAIL count at which an update stops starting on new nodes")
+    reservation: str = Field("node_update", description="Name of the single Slurm reservation (F9)")
+
+
+class Plan(BaseModel):
+    """What one tick does. ``reservation`` is the desired node list (None: delete the reservation)."""
+
+    reservation: list[str] | None
+    start: list[str] = Field(default_factory=list, description="Nodes to run `opsflow nu apply` on now")
+    release: list[str] = Field(default_factory=list, description="Nodes leaving the reservation (DONE)")
+    reserve: list[str] = Field(default_factory=list, description="Nodes entering the reservation (READY)")
+    new_failures: dict[str, str] = Field(default_factory=dict, description="node -> reason")
+    halted: dict[str, str] = Field(default_factory=dict, description="codename -> why it starts nowhere new")
+    ledger: Ledger
+    notes: list[str] = Field(default_factory=list)

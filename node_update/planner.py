@@ -1,0 +1,248 @@
+"""The tick planner: one Slurm snapshot + catalog + ledger + spool messages → what to do now (pure, no I/O).
+
+It is the seed's Orchestrator decision, made level-triggered: every tick recomputes the desired reservation from
+what it observes, so a tick killed at any point is repaired by the next one.
+
+Rules (seed section V-VI):
+- F2 only nodes with no job and in a usable state are ever reserved; a reserved node starts only while idle.
+- F6 the reservation never holds more than ``res_limit`` nodes, FAIL ones included.
+- F9 one reservation; it is deleted when it would be empty.
+- F7 a node's level is its boot time or its last applied codename; it needs every covering update newer than it.
+- F4 a retired update is simply absent from the catalog: nodes stop needing it.
+- FAIL nodes stay reserved until an operator resolves them; an update with ``max_failures`` FAIL nodes, or a
+  failed canary, starts on no new node; a catalog with a bad line starts nothing new.
+
+Example:
+    >>> from node_update.models import CatalogEntry
+    >>> snap = ClusterSnapshot(nodes=[SlurmNodeView(name="n1", state="idle", has_job=False)], reservation=None)
+    >>> cat = Catalog(entries=[CatalogEntry(codename="20260102000000", nodes=["n1"])])
+    >>> led = Ledger(nodes={"n1": NodeRecord(level="20260101000000")})
+    >>> plan_tick(snap, cat, led, [], [], Settings(res_limit=2)).reservation
+    ['n1']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from node_update.models import (
+    ApplyResult,
+    Catalog,
+    ClusterSnapshot,
+    Ledger,
+    LevelReport,
+    NodeRecord,
+    NodeState,
+    Plan,
+    Settings,
+    SlurmNodeView,
+)
+
+#: Slurm base states in which a node must not be reserved or started.
+UNUSABLE_STATES = frozenset(
+    {
+        "down",
+        "drain",
+        "drained",
+        "draining",
+        "fail",
+        "failing",
+        "unknown",
+        "future",
+        "powered_down",
+        "powering_down",
+        "powering_up",
+        "reboot",
+        "reboot_issued",
+        "not_responding",
+        "inval",
+    }
+)
+
+
+def usable(node: SlurmNodeView) -> bool:
+    """Idle in Slurm's eyes: no job, and not down/drained (F2)."""
+    return not node.has_job and node.state.lower() not in UNUSABLE_STATES
+
+
+def _busy(node: SlurmNodeView) -> str:
+    return f"node is {node.state}{' with a job' if node.has_job else ''}"
+
+
+def _max_level(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def record_messages(
+    ledger: Ledger, reports: list[LevelReport], results: list[ApplyResult]
+) -> tuple[Ledger, dict[str, str]]:
+    """Fold the nodes' spool messages into a copy of the ledger; returns it and the new failures (node → reason).
+
+    Idempotent: recording the same messages twice gives the same ledger (levels only go up).
+    """
+    led = ledger.model_copy(deep=True)
+    new_failures: dict[str, str] = {}
+    for report in sorted(reports, key=lambda r: r.at):
+        rec = led.nodes.setdefault(report.node, NodeRecord())
+        rec.level = _max_level(rec.level, report.level)
+        if report.source == "boot":
+            # F7: a rebooted node is up to date as of its boot time; an old failure no longer applies to it.
+            rec.skipped = []
+            failed = rec.failed_codename
+            if rec.state == NodeState.FAIL and failed and rec.level is not None and rec.level >= failed:
+                rec.state, rec.reason, rec.failed_codename = NodeState.IDLE, "", None
+    for result in sorted(results, key=lambda r: (r.at, r.codename)):
+        rec = led.nodes.setdefault(result.node, NodeRecord())
+        if result.ok:
+            rec.level = _max_level(rec.level, result.codename)
+            if rec.failed_codename == result.codename:
+                rec.state, rec.reason, rec.failed_codename = NodeState.IDLE, "", None
+        else:
+            last = result.log_tail.strip().splitlines()[-1:] or [""]
+            reason = f"{result.codename}: update.sh exited {result.exit_code}: {last[0][:200]}".rstrip(": ")
+            rec.state, rec.reason, rec.failed_codename = NodeState.FAIL, reason, result.codename
+            new_failures[result.node] = reason
+    return led, new_failures
+
+
+def halted_updates(catalog: Catalog, ledger: Ledger, settings: Settings) -> dict[str, str]:
+    """Updates that start on no new node, with the reason: failure budget spent, or a canary that failed."""
+    fails = Counter(r.failed_codename for r in ledger.nodes.values() if r.state == NodeState.FAIL)
+    halted: dict[str, str] = {}
+    for entry in catalog.entries:
+        count = fails.get(entry.codename, 0)
+        if count >= settings.max_failures:
+            halted[entry.codename] = f"failure budget spent: {count} FAIL >= max_failures {settings.max_failures}"
+        elif entry.canary and count and _done_count(entry.codename, entry.nodes, ledger) < entry.canary:
+            halted[entry.codename] = f"canary failed on {count} node(s): not widening"
+    return halted
+
+
+def _done_count(codename: str, nodes: list[str], ledger: Ledger) -> int:
+    done = 0
+    for node in nodes:
+        rec = ledger.nodes.get(node)
+        if rec is not None and rec.level is not None and rec.level >= codename:
+            done += 1
+    return done
+
+
+def plan_tick(
+    snapshot: ClusterSnapshot,
+    catalog: Catalog,
+    ledger: Ledger,
+    reports: list[LevelReport],
+    results: list[ApplyResult],
+    settings: Settings,
+) -> Plan:
+    """Decide one tick (F2, F5, F6, F7, F9; see the module docstring for every rule)."""
+    led, new_failures = record_messages(ledger, reports, results)
+    halted = halted_updates(catalog, led, settings)
+    notes: list[str] = []
+    if catalog.error:
+        notes.append(f"catalog error, starting nothing new: {catalog.error}")
+    reserved = set(snapshot.reservation or [])
+    applying = set(snapshot.applying)
+    by_name = {n.name: n for n in snapshot.nodes}
+
+    keep_fixed: list[str] = []  # FAIL and UPDATING: never dropped
+    keep_ready: list[str] = []  # reserved, work pending, not running yet
+    release: list[str] = []
+    candidates: list[tuple[str, str]] = []  # (next codename, node) not reserved yet
+    in_flight: Counter[str] = Counter()
+
+    for name in sorted(by_name):
+        node = by_name[name]
+        rec = led.nodes.setdefault(name, NodeRecord())
+        pending = catalog.pending_for(name, rec.level, rec.skipped)
+        nxt = pending[0] if pending else None
+        blocked = catalog.error is not None or (nxt is not None and nxt in halted)
+        if rec.state == NodeState.FAIL:
+            if name in reserved:
+                keep_fixed.append(name)
+            continue
+        if name in applying:
+            rec.state, rec.reason = NodeState.UPDATING, f"applying {', '.join(pending)}" if pending else "applying"
+            if name in reserved:
+                keep_fixed.append(name)
+            if nxt:
+                in_flight[nxt] += 1
+            continue
+        if name in reserved:
+            if nxt is None:
+                release.append(name)
+                rec.state, rec.reason = NodeState.DONE, ""
+            elif blocked:
+                release.append(name)
+                rec.state, rec.reason = NodeState.IDLE, halted.get(nxt, "catalog error")
+            else:
+                keep_ready.append(name)
+                in_flight[nxt] += 1
+                rec.state = NodeState.READY
+                rec.reason = (
+                    "" if usable(node) else f"waiting: node is {node.state}{' with a job' if node.has_job else ''}"
+                )
+            continue
+        rec.state = NodeState.IDLE
+        rec.reason = ""
+        if nxt is None:
+            continue
+        if blocked:
+            rec.reason = halted.get(nxt, "catalog error")
+        elif usable(node):
+            candidates.append((nxt, name))
+        else:
+            rec.reason = f"waiting for {nxt}: {_busy(node)}"
+
+    # F6: over the limit (the setting was lowered): give back nodes that have not started, newest first.
+    while len(keep_fixed) + len(keep_ready) > settings.res_limit and keep_ready:
+        name = keep_ready.pop()
+        release.append(name)
+        led.nodes[name].state, led.nodes[name].reason = NodeState.IDLE, "released: over res_limit"
+
+    free = settings.res_limit - len(keep_fixed) - len(keep_ready)
+    canary_room = _canary_room(catalog, led, in_flight)
+    reserve: list[str] = []
+    for nxt, name in sorted(candidates):
+        if free <= 0:
+            led.nodes[name].reason = f"waiting for a slot in the reservation (res_limit {settings.res_limit})"
+            continue
+        room = canary_room.get(nxt)
+        if room is not None and room <= 0:
+            led.nodes[name].reason = f"waiting: canary of {nxt} not finished"
+            continue
+        if room is not None:
+            canary_room[nxt] = room - 1
+        reserve.append(name)
+        free -= 1
+        led.nodes[name].state, led.nodes[name].reason = NodeState.READY, "reserved this tick"
+
+    # A node starts on the tick after it was reserved, once Slurm shows it reserved and idle (F2).
+    start = [n for n in keep_ready if usable(by_name[n])]
+    desired = sorted({*keep_fixed, *keep_ready, *reserve})
+    return Plan(
+        reservation=desired or None,
+        start=start,
+        release=sorted(release),
+        reserve=sorted(reserve),
+        new_failures=new_failures,
+        halted=halted,
+        ledger=led,
+        notes=notes,
+    )
+
+
+def _canary_room(catalog: Catalog, ledger: Ledger, in_flight: Counter[str]) -> dict[str, int]:
+    """For updates still in their canary phase: how many more nodes may take them now."""
+    room: dict[str, int] = {}
+    for entry in catalog.entries:
+        if not entry.canary:
+            continue
+        done = _done_count(entry.codename, entry.nodes, ledger)
+        if done < entry.canary:
+            room[entry.codename] = entry.canary - done - in_flight.get(entry.codename, 0)
+    return room

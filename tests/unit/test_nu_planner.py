@@ -1,0 +1,224 @@
+"""The tick planner, tick by tick on hand-made clusters, and its invariants over generated snapshots."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node_update.models import (
+    ApplyResult,
+    Catalog,
+    CatalogEntry,
+    ClusterSnapshot,
+    Ledger,
+    LevelReport,
+    NodeRecord,
+    NodeState,
+    Plan,
+    Settings,
+    SlurmNodeView,
+)
+from node_update.planner import plan_tick, usable
+
+BOOT = "20260101000000"
+U1 = "20260201000000"
+U2 = "20260301000000"
+NODES = [f"nid{i:03d}" for i in range(1, 9)]
+
+
+def snapshot(reservation: list[str] | None, busy: set[str] = frozenset(), applying: list[str] = ()) -> ClusterSnapshot:  # type: ignore[assignment]
+    return ClusterSnapshot(
+        nodes=[SlurmNodeView(name=n, state="alloc" if n in busy else "idle", has_job=n in busy) for n in NODES],
+        reservation=reservation,
+        applying=list(applying),
+    )
+
+
+def catalog(*entries: tuple[str, list[str], int]) -> Catalog:
+    return Catalog(entries=[CatalogEntry(codename=c, nodes=sorted(n), canary=k) for c, n, k in entries])
+
+
+def booted() -> Ledger:
+    return Ledger(nodes={n: NodeRecord(level=BOOT) for n in NODES})
+
+
+def ok(node: str, codename: str) -> ApplyResult:
+    return ApplyResult(node=node, codename=codename, ok=True, exit_code=0, at=1.0)
+
+
+def test_rollout_reserves_then_starts_then_releases_within_res_limit() -> None:
+    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=3)
+    p1 = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
+    assert p1.reserve == ["nid001", "nid002", "nid003"] and p1.start == []
+    p2 = plan_tick(snapshot(p1.reservation), cat, p1.ledger, [], [], cfg)
+    assert p2.start == ["nid001", "nid002", "nid003"] and p2.reservation == p1.reservation
+    p3 = plan_tick(snapshot(p2.reservation, applying=p2.start), cat, p2.ledger, [], [], cfg)
+    assert {p3.ledger.nodes[n].state for n in p2.start} == {NodeState.UPDATING}
+    assert p3.start == [] and p3.reserve == []
+    p4 = plan_tick(snapshot(p3.reservation), cat, p3.ledger, [], [ok(n, U1) for n in p2.start], cfg)
+    assert p4.release == ["nid001", "nid002", "nid003"]
+    assert p4.reserve == ["nid004", "nid005", "nid006"]
+    assert p4.ledger.nodes["nid001"].level == U1 and p4.ledger.nodes["nid001"].state == NodeState.DONE
+
+
+def test_busy_nodes_are_never_reserved_and_reserved_busy_nodes_wait() -> None:
+    cat = catalog((U1, NODES, 0))
+    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], Settings(res_limit=8))
+    assert plan.reserve == NODES[2:]
+    assert "with a job" in plan.ledger.nodes["nid001"].reason
+    # A job slipped onto a reserved node (IGNORE_JOBS): it stays READY and does not start.
+    later = plan_tick(snapshot(["nid003"], busy={"nid003"}), cat, booted(), [], [], Settings(res_limit=1))
+    assert later.start == [] and later.reservation == ["nid003"]
+    assert later.ledger.nodes["nid003"].state == NodeState.READY
+
+
+def test_failed_node_stays_reserved_counts_against_the_limit_and_others_go_on() -> None:
+    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=2, max_failures=3)
+    bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=3, log_tail="x\ndisk full", at=1.0)
+    plan = plan_tick(snapshot(["nid001", "nid002"]), cat, booted(), [], [bad, ok("nid002", U1)], cfg)
+    assert plan.new_failures == {"nid001": f"{U1}: update.sh exited 3: disk full"}
+    assert plan.reservation == ["nid001", "nid003"]
+    assert plan.ledger.nodes["nid001"].state == NodeState.FAIL
+    assert plan.release == ["nid002"]
+
+
+def test_failure_budget_stops_new_nodes_taking_the_update() -> None:
+    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=4, max_failures=2)
+    fails = [ApplyResult(node=n, codename=U1, ok=False, exit_code=1, at=1.0) for n in ("nid001", "nid002")]
+    plan = plan_tick(snapshot(["nid001", "nid002", "nid003"]), cat, booted(), [], fails, cfg)
+    assert U1 in plan.halted
+    assert plan.reserve == [] and plan.start == []
+    assert plan.reservation == ["nid001", "nid002"]  # nid003 had not started: given back
+    assert "failure budget" in plan.ledger.nodes["nid004"].reason
+
+
+def test_canary_widens_only_after_every_canary_node_succeeded() -> None:
+    cat, cfg = catalog((U1, NODES, 2)), Settings(res_limit=8)
+    p1 = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
+    assert p1.reserve == ["nid001", "nid002"]
+    p2 = plan_tick(snapshot(p1.reservation), cat, p1.ledger, [], [ok("nid001", U1)], cfg)
+    assert p2.reserve == []  # one canary still running
+    p3 = plan_tick(snapshot(["nid002"]), cat, p2.ledger, [], [ok("nid002", U1)], cfg)
+    assert p3.reserve == NODES[2:]
+
+
+def test_failed_canary_halts_the_update() -> None:
+    cat, cfg = catalog((U1, NODES, 2)), Settings(res_limit=8, max_failures=5)
+    bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=1, at=1.0)
+    plan = plan_tick(snapshot(["nid001", "nid002"]), cat, booted(), [], [bad, ok("nid002", U1)], cfg)
+    assert "canary failed" in plan.halted[U1]
+    assert plan.reserve == []
+
+
+def test_catalog_error_starts_nothing_new_but_running_updates_finish() -> None:
+    cat = catalog((U1, NODES, 0))
+    cat.error = "active-updates.list:3: hostlist: cannot parse 'nid[1-'"
+    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid001"]), cat, booted(), [], [], Settings())
+    assert plan.reserve == [] and plan.start == []
+    assert plan.reservation == ["nid001"]
+    assert plan.notes and "active-updates.list:3" in plan.notes[0]
+
+
+def test_retired_update_releases_nodes_that_had_not_started() -> None:
+    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid002"]), Catalog(), booted(), [], [], Settings())
+    assert plan.release == ["nid001"]
+    assert plan.reservation == ["nid002"]
+
+
+def test_two_updates_are_applied_oldest_first() -> None:
+    cat = catalog((U2, NODES, 0), (U1, NODES, 0))
+    assert cat.pending_for("nid001", BOOT) == [U1, U2]
+    plan = plan_tick(snapshot(["nid001"]), cat, booted(), [], [ok("nid001", U1)], Settings(res_limit=1))
+    assert plan.start == ["nid001"]  # still needs U2
+    assert plan.ledger.nodes["nid001"].level == U1
+
+
+def test_boot_after_publish_counts_as_updated_and_clears_an_old_failure() -> None:
+    led = booted()
+    led.nodes["nid001"] = NodeRecord(level=BOOT, state=NodeState.FAIL, failed_codename=U1, reason="x")
+    boot = LevelReport(node="nid001", level="20260215000000", at=2.0, source="boot")
+    plan = plan_tick(snapshot(["nid001"]), catalog((U1, ["nid001"], 0)), led, [boot], [], Settings())
+    assert plan.ledger.nodes["nid001"].state == NodeState.DONE
+    assert plan.reservation is None
+
+
+def test_unknown_level_nodes_are_left_alone() -> None:
+    plan = plan_tick(snapshot(None), catalog((U1, NODES, 0)), Ledger(), [], [], Settings())
+    assert plan.reservation is None
+
+
+def test_lowered_limit_gives_back_unstarted_nodes_first() -> None:
+    cat = catalog((U1, NODES, 0))
+    plan = plan_tick(snapshot(NODES[:4], applying=["nid001"]), cat, booted(), [], [], Settings(res_limit=2))
+    assert plan.reservation is not None and len(plan.reservation) == 2 and "nid001" in plan.reservation
+
+
+# --- invariants over generated situations -----------------------------------------------------------------
+codenames = st.sampled_from([U1, U2, "20260401000000"])
+node_subsets = st.sets(st.sampled_from(NODES))
+
+
+@st.composite
+def situations(draw: st.DrawFn) -> tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], Settings]:
+    cfg = Settings(res_limit=draw(st.integers(1, 6)), max_failures=draw(st.integers(1, 4)))
+    entries = [(c, sorted(draw(node_subsets)) or ["nid001"], draw(st.integers(0, 3))) for c in draw(st.sets(codenames))]
+    cat = catalog(*entries)
+    if draw(st.booleans()) and draw(st.booleans()):
+        cat.error = "active-updates.list:1: codename: bad"
+    led = Ledger()
+    for n in NODES:
+        level = draw(st.one_of(st.none(), st.sampled_from([BOOT, U1, U2])))
+        failed = draw(st.one_of(st.none(), codenames))
+        state = NodeState.FAIL if failed and draw(st.booleans()) else NodeState.IDLE
+        led.nodes[n] = NodeRecord(level=level, state=state, failed_codename=failed if state == NodeState.FAIL else None)
+    reservation = sorted(draw(st.sets(st.sampled_from(NODES), max_size=cfg.res_limit)))
+    busy = draw(node_subsets)
+    applying = sorted(draw(st.sets(st.sampled_from(reservation))) if reservation else [])
+    down = draw(node_subsets)
+    nodes = [
+        SlurmNodeView(name=n, state="down" if n in down else ("alloc" if n in busy else "idle"), has_job=n in busy)
+        for n in NODES
+    ]
+    snap = ClusterSnapshot(nodes=nodes, reservation=reservation or None, applying=applying)
+    results = [
+        ApplyResult(node=n, codename=draw(codenames), ok=draw(st.booleans()), exit_code=1, at=1.0)
+        for n in draw(st.sets(st.sampled_from(NODES), max_size=3))
+    ]
+    return snap, cat, led, results, cfg
+
+
+def check_invariants(snap: ClusterSnapshot, cat: Catalog, plan: Plan, cfg: Settings) -> None:
+    out = set(plan.reservation or [])
+    before = set(snap.reservation or [])
+    by_name = {n.name: n for n in snap.nodes}
+    assert len(out) <= cfg.res_limit, "F6: reservation over res_limit"
+    for name in plan.reserve:  # F2: only idle nodes are ever reserved
+        assert usable(by_name[name]) and name not in before
+    for name in plan.start:
+        assert name in before and name in out and usable(by_name[name]) and name not in snap.applying
+    for name, rec in plan.ledger.nodes.items():
+        if rec.state == NodeState.FAIL and name in before:
+            assert name in out, "a FAIL node left the reservation"
+    for name in snap.applying:
+        if name in before:
+            assert name in out, "a node left the reservation while updating"
+    if cat.error:
+        assert plan.reserve == [] and plan.start == []
+    for name in [*plan.reserve, *plan.start]:
+        rec = plan.ledger.nodes[name]
+        pending = cat.pending_for(name, rec.level, rec.skipped)
+        assert pending and pending[0] not in plan.halted
+    assert plan.reservation is None or plan.reservation == sorted(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(situations())
+def test_invariants_hold_for_any_snapshot(
+    case: tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], Settings],
+) -> None:
+    snap, cat, led, results, cfg = case
+    plan = plan_tick(snap, cat, led, [], results, cfg)
+    check_invariants(snap, cat, plan, cfg)
+    # Level-triggered: planning again from the same observation and the resulting ledger changes nothing more.
+    again = plan_tick(snap, cat, plan.ledger, [], results, cfg)
+    assert again.reservation == plan.reservation and again.start == plan.start
