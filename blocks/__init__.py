@@ -11,11 +11,12 @@ from typing import TypeVar, cast
 from prefect.blocks.core import Block
 
 from blocks.docker import DockerEngine
+from blocks.node_update import NodeUpdateSettings
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
 
-ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine)
+ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine, NodeUpdateSettings)
 
 B = TypeVar("B", bound=Block)
 
@@ -24,4 +25,13 @@ def load_block(cls: type[B], name: str) -> B:
     """``cls.load(name)`` from synchronous code, typed (Prefect's ``load`` is typed as maybe-a-coroutine)."""
     return cast(B, cls.load(name))
 
-__all__ = ["ALL_BLOCKS", "DockerEngine", "PrometheusServer", "SlurmCluster", "SparkCluster", "load_block"]
+
+__all__ = [
+    "ALL_BLOCKS",
+    "DockerEngine",
+    "NodeUpdateSettings",
+    "PrometheusServer",
+    "SlurmCluster",
+    "SparkCluster",
+    "load_block",
+]

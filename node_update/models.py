@@ -114,7 +114,7 @@ class Ledger(BaseModel):
 
 
 class Settings(BaseModel):
-    res_limit: int = Field(8, ge=1, description="Most nodes in the reservation at once, FAIL ones included (F6)")
+    res_limit: int = Field(4, ge=1, description="Most nodes in the reservation at once, FAIL ones included (F6)")
     max_failures: int = Field(3, ge=1, description="FAIL count at which an update stops starting on new nodes")
     reservation: str = Field("node_update", description="Name of the single Slurm reservation (F9)")
 

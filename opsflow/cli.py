@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,12 +21,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from node_update.cli import app as nu_app
 from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig, default_home
 
 app = typer.Typer(help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True)
 stack_app = typer.Typer(help="Hooks the local stack's components call.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+app.add_typer(nu_app, name="nu")
 # Wide enough for URLs even when stdout is not a terminal (rich would assume 80 columns).
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 
@@ -113,10 +116,30 @@ def demo(
 
 @stack_app.command()
 def epilog() -> None:
-    """Slurm Epilog hook of the local stack: record that a job ended on this node (never fails the node)."""
+    """Slurm Epilog of the local stack: record that a job ended here, then the node update check."""
+    from node_update import node as node_side
+    from node_update.settings import resolve
     from opsflow.files import append_line
 
     home = Path(os.environ.get("OPSFLOW_HOME", str(default_home())))
     job = os.environ.get("SLURM_JOB_ID", "?")
     node = os.environ.get("SLURMD_NODENAME", "?")
     append_line(home / "slurm" / "epilog.log", f"{time.strftime('%Y-%m-%dT%H:%M:%S')} job={job} node={node}")
+    node_side.check(resolve().root, node, source="epilog")
+
+
+@stack_app.command(
+    "node-boot", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def node_boot(ctx: typer.Context, node: str) -> None:
+    """A local-stack node "boots": run the boot hooks for NODE, then become its slurmd (argv after `--`)."""
+    from node_update import node as node_side
+    from node_update.settings import resolve
+
+    try:
+        node_side.boot(resolve().root, node)
+    except Exception as exc:  # a hook must never keep a node from coming up
+        print(f"node-boot {node}: boot hook failed: {exc}", file=sys.stderr)
+    argv = [a for a in ctx.args if a != "--"]
+    if argv:
+        os.execv(argv[0], argv)

@@ -89,3 +89,8 @@ def prefect_client_settings(cfg: StackConfig) -> Iterator[None]:
     updates = {PREFECT_API_URL: cfg.prefect_api_url, PREFECT_API_AUTH_STRING: api_auth_string(cfg)}
     with temporary_settings(updates=updates):
         yield
+
+
+def opsflow_script() -> str:
+    """The `opsflow` console script of this installation (what slurmd, epilogs and jobs run)."""
+    return str(Path(sys.executable).parent / "opsflow")

@@ -24,7 +24,6 @@ import getpass
 import os
 import shlex
 import shutil
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -37,6 +36,7 @@ from pydantic import BaseModel
 from opsflow.adapters.slurm import SlurmCLI, SlurmError, SlurmNode
 from opsflow.files import atomic_write_bytes, atomic_write_text
 from opsflow.stack.base import Component, StackError
+from opsflow.stack.env import opsflow_script
 from opsflow.stack.process import ProcessSpec, kill_all, port_owner, running_process, stop_process
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "scontrol", "scancel")
@@ -259,7 +259,13 @@ class SlurmComponent(Component):
             ),
             *(
                 # The cwd also marks the node's slurmstepds (their environ is overwritten by their title).
-                ProcessSpec(key=f"slurm-slurmd-{n}", argv=[slurmd, "-D", "-N", n, "-f", conf], cwd=lay.spool / n)
+                # Started through `opsflow stack node-boot`, which runs the node's boot hooks (F7) and then
+                # execs slurmd in the same process: a (re)started slurmd is a booted node.
+                ProcessSpec(
+                    key=f"slurm-slurmd-{n}",
+                    argv=[opsflow_script(), "stack", "node-boot", n, "--", slurmd, "-D", "-N", n, "-f", conf],
+                    cwd=lay.spool / n,
+                )
                 for n in node_names(self.cfg.slurm_nodes)
             ),
         ]
@@ -282,7 +288,7 @@ class SlurmComponent(Component):
         if not lay.munge_key.exists():
             # What `mungekey --create` writes: 1024 random bytes, readable by the owner only.
             atomic_write_bytes(lay.munge_key, os.urandom(1024), mode=0o600)
-        opsflow = Path(sys.executable).parent / "opsflow"
+        opsflow = Path(opsflow_script())
         atomic_write_text(lay.epilog, render_epilog(opsflow, self.cfg.home, lay.log / "epilog.out"), mode=0o755)
         atomic_write_text(lay.etc / "plugstack.conf", "# No SPANK plugins in the local stack.\n")
         conf = render_slurm_conf(

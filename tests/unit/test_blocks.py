@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prefect.blocks.core import Block
 
-from blocks import ALL_BLOCKS, DockerEngine, PrometheusServer, SlurmCluster, SparkCluster
+from blocks import ALL_BLOCKS, DockerEngine, NodeUpdateSettings, PrometheusServer, SlurmCluster, SparkCluster
 from blocks.local import local_blocks
 from opsflow.stack.config import StackConfig
 
@@ -23,10 +23,11 @@ def test_block_describes_every_field(block_cls: type[Block]) -> None:
 
 def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
     cfg = StackConfig(home=tmp_path).shifted(5)
-    slurm, spark, prom, docker = local_blocks(cfg)
+    slurm, spark, prom, docker, nu = local_blocks(cfg)
     assert isinstance(slurm, SlurmCluster) and isinstance(spark, SparkCluster)
     assert isinstance(prom, PrometheusServer) and isinstance(docker, DockerEngine)
     assert slurm.cli().conf == cfg.slurm_conf
     assert spark.master_url == "spark://127.0.0.1:7082"
     assert prom.api().url == "http://127.0.0.1:9095"
     assert docker.base_url == f"unix://{tmp_path}/podman/podman.sock"
+    assert isinstance(nu, NodeUpdateSettings) and nu.resolved().root == tmp_path / "shared" / "node-update"
