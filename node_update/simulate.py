@@ -1,0 +1,232 @@
+"""Dry-run simulator: the real tick planner against a synthetic job trace (pure, deterministic given a seed).
+
+It answers "how long would a rollout take on this machine?" before anything is published: every node runs jobs
+(busy with probability ``utilization``, job lengths exponential with mean ``mean_job_hours``), one update is
+published at t=0 for every node, and every ``tick_minutes`` the REAL :func:`node_update.planner.plan_tick` is asked
+what to do. Its plan is then played out here the way Slurm and the nodes would: reserved nodes take no new job
+(the MAINT reservation), a started node writes an ok :class:`ApplyResult` ``update_minutes`` later, released nodes
+go back to running jobs.
+
+The makespan (when every node has the update) is printed next to the lower bound of the issue: the time by which
+every node has been idle once plus one update (F2: an update only runs on an idle node).
+
+Speed: the loop is event driven. It jumps over ticks at which the planner could not act (no update finished, no
+node reserved on the previous tick, and no free slot with an idle node that needs the update), and, unless
+``full_view`` is set, it shows the planner only the nodes that can change its actions (reserved, updating, and idle
+nodes that still need the update). A busy node or an updated idle one is never reserved, started or released, so
+the plan is the same either way (a unit test checks it on small clusters).
+
+Example:
+    >>> r = simulate(SimulationConfig(nodes=20, res_limit=5, utilization=0.0))
+    >>> r.makespan_hours * 60
+    44.0
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+from pydantic import BaseModel, Field
+
+from node_update.models import (
+    ApplyResult,
+    Catalog,
+    CatalogEntry,
+    ClusterSnapshot,
+    Ledger,
+    NodeRecord,
+    Settings,
+    SlurmNodeView,
+)
+from node_update.planner import plan_tick
+
+#: Every node's level at t=0 (it booted before the update was published: F7) and the update's codename.
+BOOT_LEVEL = "20260101000000"
+UPDATE = "20260102000000"
+EPS = 1e-9
+
+_JOB_END, _JOB_START, _UPDATE_DONE = 0, 1, 2
+
+
+class SimulationConfig(BaseModel):
+    """The synthetic machine and the service's settings (the issue's example is the default: Piz Daint)."""
+
+    nodes: int = Field(7517, ge=1, description="Number of compute nodes")
+    res_limit: int = Field(64, ge=1, description="Most nodes in the reservation at once (F6)")
+    utilization: float = Field(0.99, ge=0.0, lt=1.0, description="Long-run fraction of time a node runs a job")
+    mean_job_hours: float = Field(6.0, gt=0.0, description="Mean job length (exponential)")
+    update_minutes: float = Field(10.0, gt=0.0, description="How long update.sh runs on one node")
+    tick_minutes: float = Field(1.0, gt=0.0, description="Time between two ticks of the orchestrator")
+    seed: int = Field(1, description="Seed of the job trace")
+    full_view: bool = Field(False, description="Show the planner every node each tick (slow; same plans)")
+
+
+class SimulationResult(BaseModel):
+    makespan_hours: float = Field(description="Time until every node has the update")
+    lower_bound_hours: float = Field(description="Max over nodes of (first time idle + one update)")
+    ratio: float = Field(description="makespan / lower bound")
+    ticks: int = Field(description="Ticks from t=0 up to the one that saw the last update finish")
+    max_reserved: int = Field(description="Largest reservation seen (never above res_limit: F6)")
+    planner_calls: int = Field(0, description="Ticks at which plan_tick ran (the others could not act)")
+    nodes: int = 0
+    res_limit: int = 0
+
+
+def node_names(count: int) -> list[str]:
+    """``nid00001`` ... (five digits at least), sorted as strings and as numbers alike.
+
+    >>> node_names(2)
+    ['nid00001', 'nid00002']
+    """
+    width = max(5, len(str(count)))
+    return [f"nid{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def simulate(cfg: SimulationConfig) -> SimulationResult:
+    """Play one rollout of one update over a synthetic job trace, planning with the real ``plan_tick`` (F2, F6).
+
+    >>> simulate(SimulationConfig(nodes=4, res_limit=2, utilization=0.0, update_minutes=5)).makespan_hours * 60
+    12.0
+    """
+    rng = random.Random(cfg.seed)
+    job_mean = cfg.mean_job_hours * 60.0
+    gap_mean = job_mean * (1.0 - cfg.utilization) / cfg.utilization if cfg.utilization > 0 else math.inf
+    names = node_names(cfg.nodes)
+    index = {n: i for i, n in enumerate(names)}
+    catalog = Catalog(entries=[CatalogEntry(codename=UPDATE, nodes=names)])
+    settings = Settings(res_limit=cfg.res_limit)
+
+    events: list[tuple[float, int, int, int, int]] = []  # (time, seq, kind, node, token)
+    seq = 0
+
+    def push(at: float, kind: int, node: int, token: int = 0) -> None:
+        nonlocal seq
+        heapq.heappush(events, (at, seq, kind, node, token))
+        seq += 1
+
+    busy = [False] * cfg.nodes
+    token = [0] * cfg.nodes  # bumped when a node is reserved: its pending job arrival is void
+    first_idle = [0.0] * cfg.nodes
+
+    def schedule_arrival(node: int, now: float) -> None:
+        if gap_mean != math.inf:
+            push(now + rng.expovariate(1.0 / gap_mean), _JOB_START, node, token[node])
+
+    for i in range(cfg.nodes):
+        if cfg.utilization > 0 and rng.random() < cfg.utilization:
+            busy[i] = True
+            first_idle[i] = rng.expovariate(1.0 / job_mean)
+            push(first_idle[i], _JOB_END, i)
+        else:
+            schedule_arrival(i, 0.0)
+
+    updated = [False] * cfg.nodes
+    reserved: set[int] = set()
+    applying: set[int] = set()
+    idle_waiting: set[int] = {i for i in range(cfg.nodes) if not busy[i]}  # idle, not reserved, needs the update
+    records: dict[str, NodeRecord] = {n: NodeRecord(level=BOOT_LEVEL) for n in names}
+    results: list[ApplyResult] = []
+    remaining = cfg.nodes
+    makespan = 0.0
+    max_reserved = 0
+    planner_calls = 0
+    starts_due = False
+    k = 0
+
+    while True:
+        now = k * cfg.tick_minutes
+        while events and events[0][0] <= now + EPS:
+            at, _, kind, i, tok = heapq.heappop(events)
+            if kind == _JOB_END:
+                busy[i] = False
+                if i not in reserved:
+                    schedule_arrival(i, at)
+                    if not updated[i]:
+                        idle_waiting.add(i)
+            elif kind == _JOB_START:
+                if tok == token[i] and not busy[i] and i not in reserved:  # MAINT: no job on a reserved node
+                    busy[i] = True
+                    idle_waiting.discard(i)
+                    push(at + rng.expovariate(1.0 / job_mean), _JOB_END, i)
+            else:  # _UPDATE_DONE
+                applying.discard(i)
+                updated[i] = True
+                remaining -= 1
+                makespan = max(makespan, at)
+                results.append(ApplyResult(node=names[i], codename=UPDATE, ok=True, exit_code=0, at=at))
+        if remaining == 0:
+            break
+
+        free = cfg.res_limit - len(reserved)
+        if results or starts_due or (free > 0 and idle_waiting):
+            planner_calls += 1
+            view = range(cfg.nodes) if cfg.full_view else sorted(reserved | applying | idle_waiting)
+            snapshot = ClusterSnapshot(
+                nodes=[
+                    SlurmNodeView(name=names[i], state="alloc" if busy[i] or i in applying else "idle", has_job=busy[i])
+                    for i in view
+                ],
+                reservation=sorted(names[i] for i in reserved) or None,
+                applying=[names[i] for i in sorted(applying)],
+            )
+            ledger = Ledger(nodes={names[i]: records[names[i]] for i in view})
+            plan = plan_tick(snapshot, catalog, ledger, [], results, settings)
+            records.update(plan.ledger.nodes)
+            results = []
+            # Play the plan out the way Slurm would: one reservation update, one apply job.
+            now_reserved = {index[n] for n in plan.reservation or []}
+            for i in now_reserved - reserved:
+                token[i] += 1
+                idle_waiting.discard(i)
+            for i in reserved - now_reserved:
+                if not busy[i]:
+                    schedule_arrival(i, now)
+                    if not updated[i]:
+                        idle_waiting.add(i)
+            reserved = now_reserved
+            max_reserved = max(max_reserved, len(reserved))
+            assert len(reserved) <= cfg.res_limit, f"F6 violated: {len(reserved)} > res_limit {cfg.res_limit}"
+            for name in plan.start:
+                i = index[name]
+                applying.add(i)
+                push(now + cfg.update_minutes, _UPDATE_DONE, i)
+            starts_due = bool(plan.reserve)
+
+        if starts_due:
+            k += 1
+        elif events:
+            k = max(k + 1, math.ceil(events[0][0] / cfg.tick_minutes - EPS))
+        else:  # cannot happen: some node always has a pending event until all are updated
+            raise RuntimeError(f"simulation stalled at t={now} min with {remaining} nodes not updated")
+
+    lower = max(first_idle) + cfg.update_minutes
+    return SimulationResult(
+        makespan_hours=makespan / 60.0,
+        lower_bound_hours=lower / 60.0,
+        ratio=makespan / lower,
+        ticks=k + 1,
+        max_reserved=max_reserved,
+        planner_calls=planner_calls,
+        nodes=cfg.nodes,
+        res_limit=cfg.res_limit,
+    )
+
+
+def format_result(result: SimulationResult) -> str:
+    """The CLI's text for one simulation.
+
+    >>> format_result(simulate(SimulationConfig(nodes=4, res_limit=2, utilization=0.0))).splitlines()[0]
+    'nodes 4, res_limit 2'
+    """
+    return "\n".join(
+        [
+            f"nodes {result.nodes}, res_limit {result.res_limit}",
+            f"predicted makespan   {result.makespan_hours:10.2f} h",
+            f"lower bound          {result.lower_bound_hours:10.2f} h  (every node idle once + one update)",
+            f"makespan/lower bound {result.ratio:10.3f}",
+            f"ticks                {result.ticks:10d}  ({result.planner_calls} needed the planner)",
+            f"largest reservation  {result.max_reserved:10d}  (res_limit {result.res_limit})",
+        ]
+    )

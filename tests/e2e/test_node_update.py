@@ -1,0 +1,266 @@
+"""Node update rollouts on the real 8-node Slurm cluster of the local stack (issue cases a-h).
+
+Ticks are driven by the test (the scheduled `node-update-tick` deployment is paused for the session); every tick
+is the real `run_tick`: one Slurm snapshot, the planner, one reservation change, one apply job through srun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+
+from flows.node_update import TickReport, run_tick
+from node_update import catalog as catalog_io
+from node_update import node as node_side
+from node_update import spool
+from node_update.codename import codename_at
+from node_update.models import LevelReport, NodeState
+from node_update.operator import Resolution, resolve_failure
+from node_update.settings import NodeUpdateConfig, resolve
+from node_update.slurm import NodeUpdateSlurm, parse_reservation
+from opsflow.adapters.slurm import SlurmCLI
+from opsflow.demo import run_and_wait
+from opsflow.stack.config import StackConfig
+from tests.support import wait_until
+
+pytestmark = pytest.mark.stack
+OLD_LEVEL = "20200101000000"  # the nodes "booted" long ago
+RES_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def paused_schedule(stack: StackConfig) -> None:
+    """Stop the scheduled tick (and drop its pending runs) so that only the test acts on the cluster."""
+
+    async def pause() -> None:
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name("node-update-tick/node-update-tick")
+            await client.pause_deployment(dep.id)
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+            )
+            for run in runs:
+                await client.delete_flow_run(run.id)
+
+    asyncio.run(pause())
+
+
+@dataclass
+class Rollout:
+    cfg: NodeUpdateConfig
+    cli: SlurmCLI
+    nodes: list[str]
+    reservation_sizes: list[int] = field(default_factory=list)
+
+    def slurm(self) -> NodeUpdateSlurm:
+        return NodeUpdateSlurm(self.cli)
+
+    def bundle(self, tmp: Path, script: str) -> Path:
+        bundle = tmp / f"bundle-{len(list(tmp.iterdir()))}"
+        bundle.mkdir()
+        path = bundle / "update.sh"
+        path.write_text("#!/bin/sh\n" + script)
+        path.chmod(0o755)
+        return bundle
+
+    def reservation(self) -> list[str]:
+        try:
+            out = self.cli.run(["scontrol", "show", "reservation", self.cfg.reservation, "--oneliner"])
+        except Exception:
+            return []
+        return parse_reservation(out, self.cfg.reservation) or []
+
+    def wait_apply_jobs(self) -> None:
+        wait_until(lambda: not self.cli.run(["squeue", "-h", "--name=opsflow-nu-apply"]).strip(), timeout_s=60)
+
+    def tick(self, dry_run: bool = False) -> TickReport:
+        report = run_tick(self.cfg, self.slurm(), dry_run=dry_run)
+        self.reservation_sizes.append(len(self.reservation()))
+        return report
+
+    def run_until(self, done: object, max_ticks: int = 30) -> int:
+        for n in range(1, max_ticks + 1):
+            self.tick()
+            self.wait_apply_jobs()
+            if done():  # type: ignore[operator]
+                return n
+        raise AssertionError(f"not converged in {max_ticks} ticks: {spool.load_ledger(self.cfg.root)}")
+
+    def levels(self) -> dict[str, str | None]:
+        return {n: node_side.read_level(n) for n in self.nodes}
+
+
+@pytest.fixture
+def rollout(
+    stack: StackConfig, paused_schedule: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Rollout]:
+    monkeypatch.setenv("OPSFLOW_HOME", str(stack.home))
+    monkeypatch.setenv("OPSFLOW_NU_RES_LIMIT", str(RES_LIMIT))
+    monkeypatch.setenv("OPSFLOW_NU_MAX_FAILURES", "2")
+    monkeypatch.delenv("OPSFLOW_NU_ROOT", raising=False)
+    monkeypatch.delenv("OPSFLOW_NU_LOCAL_DIR", raising=False)
+    cfg = resolve()
+    cli = SlurmCLI(conf=stack.slurm_conf)
+    nodes = [n.name for n in cli.nodes()]
+    _reset(cfg, cli, nodes)
+    yield Rollout(cfg=cfg, cli=cli, nodes=nodes)
+    _reset(cfg, cli, nodes)
+
+
+def _reset(cfg: NodeUpdateConfig, cli: SlurmCLI, nodes: list[str]) -> None:
+    subprocess.run(["scancel", "--full", "--user=root"], env={**os.environ, "SLURM_CONF": str(cli.conf)}, check=False)
+    subprocess.run(
+        ["scontrol", "delete", f"ReservationName={cfg.reservation}"],
+        env={**os.environ, "SLURM_CONF": str(cli.conf)},
+        capture_output=True,
+        check=False,
+    )
+    wait_until(lambda: all(not n.state.startswith(("alloc", "mix", "comp")) for n in cli.nodes()), timeout_s=60)
+    for sub in ("updates", "spool", "state"):
+        for path in sorted((cfg.root / sub).rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+    catalog_io.catalog_path(cfg.root).unlink(missing_ok=True)
+    for node in nodes:
+        node_side.write_level(node, OLD_LEVEL)
+        spool.write_report(cfg.root, LevelReport(node=node, level=OLD_LEVEL, at=time.time(), source="check"))
+
+
+def recent(seconds: int = 60) -> str:
+    return codename_at(time.time() - seconds)
+
+
+def test_a_all_idle_rollout_completes_within_res_limit(rollout: Rollout, tmp_path: Path) -> None:
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    ticks = rollout.run_until(lambda: all(v == code for v in rollout.levels().values()) and not rollout.reservation())
+    assert max(rollout.reservation_sizes) == RES_LIMIT
+    assert all(size <= RES_LIMIT for size in rollout.reservation_sizes)
+    assert ticks >= 8 // RES_LIMIT
+    states = {r.state for r in spool.load_ledger(rollout.cfg.root).nodes.values()}
+    assert states <= {NodeState.IDLE, NodeState.DONE}
+
+
+def test_b_busy_nodes_wait_for_their_job_then_the_epilog_gets_them_updated(rollout: Rollout, tmp_path: Path) -> None:
+    job = rollout.cli.submit("sleep 25", nodes=2, output=tmp_path / "busy.out", wait=False, job_name="user-job")
+    busy = wait_until(
+        lambda: rollout.cli.job(job.job_id).node_list if rollout.cli.job(job.job_id).state == "RUNNING" else ""
+    )
+    busy_nodes = set(catalog_io.expand_nodes(busy))
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    while rollout.cli.job(job.job_id).state == "RUNNING":
+        rollout.tick()
+        assert not busy_nodes & set(rollout.reservation()), "a node with a running job was reserved"
+        assert all(rollout.levels()[n] == OLD_LEVEL for n in busy_nodes)
+        rollout.wait_apply_jobs()
+        time.sleep(1)
+    # The job ended: the real Slurm Epilog ran `opsflow nu epilog` on its nodes and asked for the update.
+    reports = wait_until(
+        lambda: [r for r in spool.read_reports(rollout.cfg.root)[0] if r.node in busy_nodes and r.source == "epilog"]
+    )
+    assert {r.node for r in reports} == busy_nodes
+    rollout.run_until(lambda: all(v == code for v in rollout.levels().values()))
+
+
+def test_c_failing_update_leaves_the_node_in_fail_and_the_others_finish(rollout: Rollout, tmp_path: Path) -> None:
+    code = recent()
+    script = 'if [ "$NODE" = nid002 ]; then echo "disk full" >&2; exit 3; fi\n'
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, script))
+    others = [n for n in rollout.nodes if n != "nid002"]
+    rollout.run_until(lambda: all(rollout.levels()[n] == code for n in others) and rollout.reservation() == ["nid002"])
+    rec = spool.load_ledger(rollout.cfg.root).nodes["nid002"]
+    assert rec.state == NodeState.FAIL and "exited 3" in rec.reason and "disk full" in rec.reason
+    assert rollout.reservation() == ["nid002"]
+    resolve_failure(rollout.cfg.root, "nid002", Resolution.RELEASE)
+    rollout.run_until(lambda: not rollout.reservation())
+    assert rollout.levels()["nid002"] == OLD_LEVEL
+
+
+def test_d_retire_mid_rollout_starts_no_new_node(rollout: Rollout, tmp_path: Path) -> None:
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "sleep 3\n"))
+    rollout.tick()  # reserves the first RES_LIMIT nodes
+    started = rollout.tick().plan.start  # starts them
+    assert started
+    # Retire once their update.sh runs: those finish, no other node starts it.
+    assert wait_until(lambda: all(spool.log_path(rollout.cfg.root, n, code).exists() for n in started))
+    catalog_io.retire(rollout.cfg.root, code)
+    rollout.run_until(lambda: not rollout.reservation())
+    updated = [n for n, v in rollout.levels().items() if v == code]
+    assert updated == started
+
+
+def test_e_boot_after_publish_counts_as_updated(rollout: Rollout, tmp_path: Path) -> None:
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid001", bundle=rollout.bundle(tmp_path, "exit 9\n"))
+    node_side.boot(rollout.cfg.root, "nid001")  # F7: the node rebooted with the new image
+    report = rollout.tick()
+    assert report.plan.reserve == [] and rollout.reservation() == []
+    assert (spool.load_ledger(rollout.cfg.root).nodes["nid001"].level or "") > code
+
+
+def test_f_two_updates_apply_in_codename_order(rollout: Rollout, tmp_path: Path) -> None:
+    older, newer = recent(120), recent(60)
+    script = 'echo "$CODENAME" >> "$LOCAL_DIR/applied"\n'
+    catalog_io.publish(rollout.cfg.root, newer, "nid003", bundle=rollout.bundle(tmp_path, script))
+    catalog_io.publish(rollout.cfg.root, older, "nid003", bundle=rollout.bundle(tmp_path, script))
+    rollout.run_until(lambda: rollout.levels()["nid003"] == newer)
+    applied = (node_side.local_dir("nid003") / "applied").read_text().split()
+    assert applied[-2:] == [older, newer]
+
+
+def test_g_dry_run_changes_nothing(rollout: Rollout, tmp_path: Path) -> None:
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    before = sorted(p.relative_to(rollout.cfg.root) for p in rollout.cfg.root.rglob("*"))
+    report = rollout.tick(dry_run=True)
+    assert report.plan.reserve  # it did decide something...
+    assert rollout.reservation() == []  # ...and did none of it
+    assert sorted(p.relative_to(rollout.cfg.root) for p in rollout.cfg.root.rglob("*")) == before
+    assert not rollout.cli.run(["squeue", "-h"]).strip()
+
+
+@pytest.mark.parametrize("step", ["after_snapshot", "after_reservation", "after_start", "after_ledger"])
+def test_h_a_tick_killed_at_any_step_is_repaired_by_the_next(rollout: Rollout, tmp_path: Path, step: str) -> None:
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    program = (
+        "from flows.node_update import run_tick; from node_update.settings import resolve;"
+        "from node_update.slurm import NodeUpdateSlurm; from opsflow.adapters.slurm import SlurmCLI;"
+        f"run_tick(resolve(), NodeUpdateSlurm(SlurmCLI(conf={str(rollout.cli.conf)!r})))"
+    )
+    for _ in range(3):  # kill it at the same step on several successive ticks
+        env = {**os.environ, "OPSFLOW_NU_FAULT": step}
+        done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 99, done.stderr
+        assert len(rollout.reservation()) <= RES_LIMIT
+        rollout.wait_apply_jobs()
+    rollout.run_until(lambda: all(v == code for v in rollout.levels().values()) and not rollout.reservation())
+    assert all(size <= RES_LIMIT for size in rollout.reservation_sizes)
+
+
+def test_tick_deployment_runs_on_the_worker(rollout: Rollout, tmp_path: Path) -> None:
+    catalog_io.publish(rollout.cfg.root, recent(), "nid[001-002]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    run = run_and_wait("node-update-tick/node-update-tick", {"dry_run": True}, timeout_s=180)
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert rollout.reservation() == []
