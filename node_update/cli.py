@@ -118,7 +118,7 @@ def tick(
     block: BlockOpt = None,
 ) -> None:
     """Run one orchestrator tick now, as the `node-update-tick` flow (shows in the Prefect UI)."""
-    from flows.node_update import node_update_tick
+    from flows.node_update_rollout import node_update_tick
 
     try:
         report = node_update_tick(dry_run=dry_run, settings_block=block)
@@ -177,3 +177,34 @@ def apply(node: Annotated[str | None, typer.Argument()] = None) -> None:
     results = node_side.apply(cfg.root, _node(node))
     if any(not r.ok for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    nodes: Annotated[int, typer.Option(help="Nodes in the synthetic cluster")] = 7517,
+    res_limit: Annotated[int, typer.Option(help="RES_LIMIT of the reservation")] = 64,
+    utilization: Annotated[float, typer.Option(help="Share of nodes busy with jobs")] = 0.99,
+    mean_job_hours: Annotated[float, typer.Option(help="Mean job length (exponential)")] = 6.0,
+    update_minutes: Annotated[float, typer.Option(help="Time update.sh takes on a node")] = 10.0,
+    tick_minutes: Annotated[float, typer.Option(help="Interval between ticks")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the job trace")] = 1,
+) -> None:
+    """Predict a rollout's makespan with the real planner on a synthetic job trace, next to its lower bound."""
+    from pydantic import ValidationError
+
+    from node_update.simulate import SimulationConfig, format_result
+    from node_update.simulate import simulate as run_simulation
+
+    try:
+        cfg = SimulationConfig(
+            nodes=nodes,
+            res_limit=res_limit,
+            utilization=utilization,
+            mean_job_hours=mean_job_hours,
+            update_minutes=update_minutes,
+            tick_minutes=tick_minutes,
+            seed=seed,
+        )
+    except ValidationError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(format_result(run_simulation(cfg)))

@@ -111,6 +111,8 @@ class NodeRecord(BaseModel):
 
 class Ledger(BaseModel):
     nodes: dict[str, NodeRecord] = {}
+    #: Newest report file time (ns) the tick has recorded: older report files are not read again.
+    reports_seen_ns: int = 0
 
 
 class Settings(BaseModel):

@@ -84,7 +84,9 @@ def record_messages(
 
     Idempotent: recording the same messages twice gives the same ledger (levels only go up).
     """
-    led = ledger.model_copy(deep=True)
+    # Per-record shallow copies: the planner replaces fields, never mutates them in place (a deep copy of a
+    # 10,000-node ledger costs more than the rest of the tick).
+    led = ledger.model_copy(update={"nodes": {name: rec.model_copy() for name, rec in ledger.nodes.items()}})
     new_failures: dict[str, str] = {}
     for report in sorted(reports, key=lambda r: r.at):
         rec = led.nodes.setdefault(report.node, NodeRecord())

@@ -37,6 +37,11 @@ HomeOpt = Annotated[
 ]
 
 
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _cfg(home: Path | None) -> StackConfig:
     return StackConfig.load(home.resolve() if home else default_home())
 
@@ -59,6 +64,21 @@ def up(
         raise typer.Exit(1) from exc
     console.print("nothing to do: the stack was already up" if not started else f"started: {', '.join(started)}")
     console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}")
+
+
+@app.command()
+def deploy(home: HomeOpt = None) -> None:
+    """Re-apply the work pools, the `local` Blocks and every deployment of prefect.yaml to the running server."""
+    from opsflow.stack.manager import components
+
+    (prefect,) = components(_cfg(home), ["prefect"])
+    if not prefect.is_up():
+        raise _fail("the Prefect server of this stack is not up: run `opsflow up` first")
+    try:
+        prefect.after_start()
+    except StackError as exc:
+        raise _fail(str(exc)) from exc
+    console.print("deployments, work pools and blocks applied")
 
 
 @app.command()

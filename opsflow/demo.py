@@ -1,11 +1,13 @@
 """`opsflow demo`: run each process's demo deployment on the local stack and report how it ended.
 
-Later subsystems add their deployment to ``DEMO_DEPLOYMENTS``.
+Later subsystems add their deployment to ``DEMO_DEPLOYMENTS`` (or a function like ``node_update_rollout``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from prefect.client.schemas.objects import FlowRun
@@ -25,6 +27,38 @@ def run_and_wait(name: str, parameters: dict[str, object] | None = None, timeout
     return cast(FlowRun, run_deployment(name, parameters=parameters or {}, timeout=timeout_s))
 
 
+def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks: int = 30) -> bool:
+    """Publish the sample bundle for every node, keep two nodes busy with jobs, and tick until all are updated."""
+    from node_update import catalog as catalog_io
+    from node_update import spool
+    from node_update.codename import codename_at
+    from node_update.settings import local_root
+    from opsflow.adapters.slurm import SlurmCLI
+
+    root = local_root(cfg.home)
+    code = codename_at(time.time())
+    bundle = Path(__file__).resolve().parents[1] / "examples" / "node_update" / "bundle"
+    entry = catalog_io.publish(root, code, f"nid[001-{cfg.slurm_nodes:03d}]", bundle=bundle)
+    echo(f"node update: published {code} for {len(entry.nodes)} nodes; res_limit from the `local` block")
+    cli = SlurmCLI(conf=cfg.slurm_conf)
+    busy = cli.submit("sleep 30", nodes=2, output=cfg.home / "shared" / "demo-busy.out", wait=False, job_name="busy")
+    echo(f"node update: job {busy.job_id} keeps 2 nodes busy for 30 s; they are updated once it ends")
+    for tick in range(1, max_ticks + 1):
+        run = run_and_wait("node-update-tick/node-update-tick", {}, timeout_s=300)
+        ledger = spool.load_ledger(root)
+        done = sorted(n for n in entry.nodes if (ledger.nodes.get(n) and (ledger.nodes[n].level or "") >= code))
+        states = sorted({f"{r.state.value}" for r in ledger.nodes.values()})
+        echo(
+            f"node update: tick {tick} ({run.state.name if run.state else '?'}): {len(done)}/{len(entry.nodes)} "
+            f"updated; states {', '.join(states)}"
+        )
+        if len(done) == len(entry.nodes):
+            catalog_io.retire(root, code)
+            return True
+        time.sleep(5)
+    return False
+
+
 def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], None] = print) -> bool:
     """Run every demo deployment in turn through the stack's workers; True when all completed."""
     all_ok = True
@@ -37,4 +71,5 @@ def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], Non
             all_ok &= ok
             url = f"http://127.0.0.1:{cfg.prefect_port}/runs/flow-run/{run.id}"
             echo(f"{name}: {state.name if state else 'no state'} {'' if ok else state.message if state else ''}  {url}")
+        all_ok &= node_update_rollout(cfg, echo)
     return all_ok

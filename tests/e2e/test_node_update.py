@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from flows.node_update import TickReport, run_tick
+from flows.node_update_rollout import TickReport, run_tick
 from node_update import catalog as catalog_io
 from node_update import node as node_side
 from node_update import spool
@@ -245,7 +245,7 @@ def test_h_a_tick_killed_at_any_step_is_repaired_by_the_next(rollout: Rollout, t
     code = recent()
     catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
     program = (
-        "from flows.node_update import run_tick; from node_update.settings import resolve;"
+        "from flows.node_update_rollout import run_tick; from node_update.settings import resolve;"
         "from node_update.slurm import NodeUpdateSlurm; from opsflow.adapters.slurm import SlurmCLI;"
         f"run_tick(resolve(), NodeUpdateSlurm(SlurmCLI(conf={str(rollout.cli.conf)!r})))"
     )

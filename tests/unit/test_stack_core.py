@@ -88,3 +88,12 @@ def test_pool_templates_are_process_templates_with_pool_env() -> None:
         template = base_job_template(pool)
         assert set(template) == {"job_configuration", "variables"}
         assert template["variables"]["properties"]["env"]["default"]["OPSFLOW_POOL"] == pool
+
+
+def test_no_flow_module_shadows_a_top_level_package() -> None:
+    # Prefect puts flows/ on sys.path when it loads a flow by file path: flows/node_update.py would hide the
+    # node_update package from every import made while loading any flow.
+    root = Path(__file__).resolve().parents[2]
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    flow_modules = {p.stem for p in (root / "flows").glob("*.py")}
+    assert not flow_modules & packages

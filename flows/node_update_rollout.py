@@ -52,19 +52,19 @@ def run_tick(cfg: NodeUpdateConfig, slurm: NodeUpdateSlurm, dry_run: bool = Fals
     """Observe, plan, act: the whole tick, without Prefect (the flow and `opsflow nu tick` call this)."""
     with spool.root_lock(cfg.root):
         catalog = catalog_io.load_catalog(cfg.root)
-        reports, report_problems = spool.read_reports(cfg.root)
-        results, result_problems = spool.read_results(cfg.root)
         ledger = spool.load_ledger(cfg.root)
+        reports, report_problems, newest_report = spool.read_new_reports(cfg.root, ledger.reports_seen_ns)
+        results, result_problems = spool.read_results(cfg.root)
         snapshot = slurm.snapshot(cfg.reservation, apply_job_name=APPLY_JOB)
         fault_point("after_snapshot")
         plan = plan_tick(snapshot, catalog, ledger, reports, results, cfg)
+        plan.ledger.reports_seen_ns = newest_report
         already = halted_updates(catalog, ledger, cfg)
         if not dry_run:
             act(cfg, slurm, snapshot, plan)
             spool.save_ledger(cfg.root, plan.ledger)
             fault_point("after_ledger")
             spool.consume_results(cfg.root, results)
-            spool.consume_reports(cfg.root, reports)
     return TickReport(
         dry_run=dry_run,
         plan=plan,
