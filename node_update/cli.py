@@ -53,7 +53,10 @@ def _node(node: str | None) -> str:
     name = node or os.environ.get("SLURMD_NODENAME")
     if not name:
         raise _fail("no node name: pass NODE or run under slurmd (SLURMD_NODENAME)")
-    return name
+    try:
+        return spool.safe_name(name)
+    except spool.SpoolError as exc:  # a path that leaves its directory, a shell metacharacter, ...
+        raise _fail(str(exc)) from exc
 
 
 @app.command()

@@ -213,7 +213,7 @@ def read_new_reports(root: Path, since_ns: int) -> tuple[list[LevelReport], list
     problems: list[str] = []
     newest = since_ns
     try:
-        entries = list(os.scandir(reports_dir(root)))
+        entries = sorted(os.scandir(reports_dir(root)), key=lambda e: e.name)
     except FileNotFoundError:
         return [], [], since_ns
     for entry in entries:

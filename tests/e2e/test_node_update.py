@@ -174,11 +174,13 @@ def test_b_busy_nodes_wait_for_their_job_then_the_epilog_gets_them_updated(rollo
         assert all(rollout.levels()[n] == OLD_LEVEL for n in busy_nodes)
         rollout.wait_apply_jobs()
         time.sleep(1)
+
     # The job ended: the real Slurm Epilog ran `opsflow nu epilog` on its nodes and asked for the update.
-    reports = wait_until(
-        lambda: [r for r in spool.read_reports(rollout.cfg.root)[0] if r.node in busy_nodes and r.source == "epilog"]
-    )
-    assert {r.node for r in reports} == busy_nodes
+    def asked() -> set[str]:
+        reports, _ = spool.read_reports(rollout.cfg.root)
+        return {r.node for r in reports if r.node in busy_nodes and r.source == "epilog"}
+
+    assert wait_until(lambda: asked() == busy_nodes), asked()
     rollout.run_until(lambda: all(v == code for v in rollout.levels().values()))
 
 
