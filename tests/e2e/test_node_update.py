@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
@@ -26,7 +28,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from flows.node_update_rollout import TickReport, run_tick
+from flows.node_update_rollout import TickReport, node_update_tick, run_tick
 from node_update import catalog as catalog_io
 from node_update import node as node_side
 from node_update import spool
@@ -266,3 +268,38 @@ def test_tick_deployment_runs_on_the_worker(rollout: Rollout, tmp_path: Path) ->
     run = run_and_wait("node-update-tick/node-update-tick", {"dry_run": True}, timeout_s=180)
     assert run.state is not None and run.state.is_completed(), run.state
     assert rollout.reservation() == []
+
+
+def test_tick_flow_reports_a_failure_as_event_and_artifacts(
+    rollout: Rollout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(rollout.cli.conf))  # the flow with no block reads the environment only
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid001", bundle=rollout.bundle(tmp_path, "exit 4\n"))
+    for _ in range(4):  # reserve, start, record the result
+        report = node_update_tick(settings_block=None)
+        rollout.wait_apply_jobs()
+        if report.plan.new_failures:
+            break
+    assert set(report.plan.new_failures) == {"nid001"}
+
+    async def evidence() -> tuple[list[dict[str, object]], list[object]]:
+        async with get_client() as client:
+            found = await client._client.post(
+                "/events/filter", json={"filter": {"event": {"name": ["opsflow.node-update.failed"]}}}
+            )
+            found.raise_for_status()
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["node-update-states"]))
+            )
+        return list(found.json()["events"]), list(artifacts)
+
+    def found() -> tuple[list[dict[str, object]], list[object]] | None:
+        events, artifacts = asyncio.run(evidence())
+        return (events, artifacts) if events else None
+
+    seen = wait_until(found)
+    assert seen is not None, "no opsflow.node-update.failed event"
+    events, artifacts = seen
+    assert any(e["payload"]["node"] == "nid001" and "exited 4" in e["payload"]["reason"] for e in events)  # type: ignore[index]
+    assert artifacts
