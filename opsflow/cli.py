@@ -24,11 +24,13 @@ from rich.table import Table
 from node_update.cli import app as nu_app
 from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig, default_home
+from spark_scaler.cli import app as scaler_app
 
 app = typer.Typer(help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True)
 stack_app = typer.Typer(help="Hooks the local stack's components call.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(nu_app, name="nu")
+app.add_typer(scaler_app, name="scaler")
 # Wide enough for URLs even when stdout is not a terminal (rich would assume 80 columns).
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 

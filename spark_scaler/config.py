@@ -1,0 +1,360 @@
+"""The Auto-Scaler's configuration: the thesis's own YAML form (seed §5.4.2, §6.3.1, Listing 6.6) plus ``opsflow:``.
+
+A thesis file loads unchanged::
+
+    general:   {interval_seconds, cooldown_period_seconds, recurrence_factor, prometheus_url}
+    metrics:   {<name>: {query, target_utilization, thresholds: {min, max}}}
+    worker:    {service_name, thresholds: {min, max}}
+    opsflow:   our keys (optional): backend, Spark master, GPU, scale-in mode, the policy switches
+
+Every section forbids unknown keys, so a typo is an error, not a silently ignored setting. Errors name the file,
+the line and the key path (``autoscaler.yaml:12: metrics.cpu.thresholds.max: ...``), found from the YAML node
+marks. Pure: :func:`load_config` reads one file, everything else works on text.
+
+Example:
+    >>> cfg = load_config_text(EXAMPLE_THESIS_YAML)
+    >>> cfg.general.recurrence_factor, cfg.metrics["cpu"].target_utilization, cfg.worker.thresholds.max
+    (3, 0.5, 30)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+#: Listing 6.6 of the seed (the thesis's configuration for scaling a Docker service), verbatim in content.
+EXAMPLE_THESIS_YAML = """\
+general:
+  interval_seconds: 5
+  cooldown_period_seconds: 180
+  recurrence_factor: 3
+  prometheus_url: "http://localhost:9090"
+
+metrics:
+  cpu:
+    query: 'sum(rate(container_cpu_user_seconds_total{image
+      = "spark-worker:3.0.1-hadoop2.7"}[30s]))'
+    target_utilization: 0.5
+    thresholds:
+      min: 0.2
+      max: 0.6
+
+worker:
+  service_name: "computing_spark-worker"
+  thresholds:
+    min: 1
+    max: 30
+"""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneralConfig(_Section):
+    """``general:`` — the thesis's General properties (seed §5.4.2)."""
+
+    interval_seconds: float = Field(gt=0, description="Seconds between two ticks (Monitor → Analyse → Plan → Execute)")
+    cooldown_period_seconds: float = Field(
+        ge=0, description="Cooldown: seconds after a scaling action during which no other action is taken"
+    )
+    recurrence_factor: int = Field(
+        ge=1, description="n of Algorithm 1: a metric's heat must reach +n / -n before a scale-out / scale-in"
+    )
+    prometheus_url: str = Field(min_length=1, description="Base URL of the Prometheus HTTP API the queries go to")
+
+
+class UtilizationThresholds(_Section):
+    """``thresholds:`` of a metric: Algorithm 1's lower_threshold (``min``) and upper_threshold (``max``)."""
+
+    min: float = Field(description="lower_threshold: utilization at or below it heats towards scale-in")
+    max: float = Field(description="upper_threshold: utilization at or above it heats towards scale-out")
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("max")
+    @classmethod
+    def _above_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min")
+        if low is not None and not low < value:
+            raise ValueError(f"must be greater than thresholds.min ({low:g})")
+        return value
+
+
+class MetricConfig(_Section):
+    """One entry of ``metrics:`` — a PromQL query and its scaling goal."""
+
+    query: str = Field(min_length=1, description="PromQL query returning one number: the metric's utilization")
+    target_utilization: float = Field(gt=0, description="target_utilization of the KHPA formula")
+    thresholds: UtilizationThresholds
+
+    @field_validator("target_utilization")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class WorkerThresholds(_Section):
+    """``worker.thresholds`` — the fewest and the most Spark workers; every target is clamped into them."""
+
+    min: int = Field(ge=0, description="Fewest workers (the thesis advises >= 1 to avoid cold starts)")
+    max: int = Field(ge=0, description="Most workers")
+
+    @field_validator("max")
+    @classmethod
+    def _not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least worker.thresholds.min ({low})")
+        return value
+
+
+class WorkerConfig(_Section):
+    """``worker:`` — which workers to scale."""
+
+    service_name: str = Field(
+        default="spark-worker",
+        min_length=1,
+        description="Docker Swarm service to scale (swarm); name prefix of containers/processes otherwise",
+    )
+    thresholds: WorkerThresholds
+
+
+ScaleInMode = Literal["never_while_apps", "graceful"]
+Backend = Literal["local", "docker", "swarm"]
+
+
+class OpsflowConfig(_Section):
+    """``opsflow:`` — our keys. Without the section, these defaults (our policy) apply.
+
+    The policy defaults are provisional until ``benchmarks/autoscale.py`` chooses them; ``thesis_policy`` turns
+    every switch off.
+    """
+
+    backend: Backend = Field(
+        default="local", description="Worker backend: local processes, Docker containers, or a Docker Swarm service"
+    )
+    spark_master_ui_url: str = Field(
+        default="http://127.0.0.1:8080", min_length=1, description="Spark master web UI (its /json/ is read)"
+    )
+    spark_master_url: str | None = Field(
+        default=None, description="spark:// URL new workers register with; default: the local stack's master"
+    )
+    gpu: bool = Field(default=False, description="Start each worker pinned to one free GPU (seed §8.2.3)")
+    cores_per_worker: int = Field(default=1, ge=1, description="Cores one worker offers (demand signals)")
+    scale_in: ScaleInMode = Field(
+        default="graceful",
+        description="never_while_apps: the thesis (scale in only when no app runs); "
+        "graceful: scale in any time, decommissioning the worker first",
+    )
+    tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="A metric with |utilization/target - 1| <= tolerance asks for no change (Kubernetes HPA: 0.1)",
+    )
+    scale_up_stabilization_seconds: float = Field(
+        default=0, ge=0, description="Scale out only to the LOWEST desired count of this window (0: at once)"
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="Scale in only to the HIGHEST desired count of this window, and only once it is covered",
+    )
+    warmup_seconds: float = Field(
+        default=20,
+        ge=0,
+        description="A worker younger than this is warming up: its capacity counts as on its way, metric "
+        "readings are not trusted (heat frozen) until every worker is warm",
+    )
+    demand_signals: bool = Field(
+        default=True,
+        description="Scale out at once for waiting apps / cores wanted > cores free; scale in to the minimum "
+        "when nothing runs or waits and every metric is low",
+    )
+
+
+class ScalerConfig(_Section):
+    """The whole file: the thesis's three sections plus ``opsflow:``."""
+
+    general: GeneralConfig
+    metrics: dict[str, MetricConfig] = Field(min_length=1, description="name → metric; one heat per metric")
+    worker: WorkerConfig
+    opsflow: OpsflowConfig = Field(default_factory=OpsflowConfig)
+
+    @field_validator("metrics")
+    @classmethod
+    def _names(cls, value: dict[str, MetricConfig]) -> dict[str, MetricConfig]:
+        for name in value:
+            if not str(name).strip():
+                raise ValueError("a metric name must not be empty")
+        return value
+
+
+class ConfigError(ValueError):
+    """An invalid configuration. ``problems`` holds ``(line, key path, message)``; str() one per line.
+
+    >>> str(ConfigError("a.yaml", [(3, "general.interval_seconds", "must be > 0")]))
+    'a.yaml:3: general.interval_seconds: must be > 0'
+    """
+
+    def __init__(self, source: str, problems: list[tuple[int, str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}:{line}: {key}: {msg}" for line, key, msg in problems))
+
+
+# --- YAML with line numbers -------------------------------------------------------------------------------------
+
+
+def _key_text(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else "?"
+
+
+def _duplicates(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[int, str, str]]:
+    """Keys given twice in one mapping (PyYAML silently keeps the last one)."""
+    found: list[tuple[int, str, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = _key_text(key)
+            line = key.start_mark.line + 1
+            if name in seen:
+                found.append((line, ".".join((*path, name)), f"given twice (first on line {seen[name]})"))
+            seen.setdefault(name, line)
+            found += _duplicates(value, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicates(item, (*path, str(index)))
+    return found
+
+
+def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The line of the deepest key of ``loc`` present in the file (a missing key: its parent's line)."""
+    node, line = root, root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if _key_text(key) == str(part):
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (a typo? see the README for the keys of this section)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if err["type"] != "missing" and (value is None or isinstance(value, str | int | float | bool)):
+        msg += f" (got {value!r})"
+    return msg
+
+
+def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
+    """Parse and validate a configuration given as YAML text; errors name ``source``, the line and the key.
+
+    >>> load_config_text(EXAMPLE_THESIS_YAML.replace("interval_seconds: 5", "interval_seconds: 0"))
+    Traceback (most recent call last):
+    ...
+    spark_scaler.config.ConfigError: <config>:2: general.interval_seconds: Input should be greater than 0 (got 0)
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(source, [(line, "(yaml)", f"{exc.problem or exc}")]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise ConfigError(source, [(1, "(file)", "empty; expected the sections general, metrics and worker")])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [(node.start_mark.line + 1, "(file)", "expected a mapping of sections")])
+    duplicates = _duplicates(node)
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    try:
+        return ScalerConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            (_line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
+            for err in exc.errors()
+        ]
+        raise ConfigError(source, sorted(problems, key=lambda p: p[0])) from None
+
+
+def load_config(path: str | Path) -> ScalerConfig:
+    """Read and validate a configuration file (thesis form plus ``opsflow:``); nothing else is touched.
+
+    >>> load_config("examples/spark_scaler/autoscaler.yaml").opsflow.backend  # doctest: +SKIP
+    'local'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [(1, "(file)", f"cannot read: {exc}")]) from None
+    return load_config_text(text, str(path))
+
+
+# --- presets (used by the benchmark) ----------------------------------------------------------------------------
+
+
+def thesis_policy(cfg: ScalerConfig) -> ScalerConfig:
+    """The thesis's Auto-Scaler (seed §6.3.2): Scaling Heat + KHPA formula, cooldown, bounds, no scale-in while
+    apps run; every switch of ours off. Same metrics, bounds and general settings as ``cfg``.
+
+    >>> p = thesis_policy(load_config_text(EXAMPLE_THESIS_YAML)).opsflow
+    >>> p.scale_in, p.tolerance, p.demand_signals, p.warmup_seconds
+    ('never_while_apps', 0.0, False, 0.0)
+    """
+    off = {
+        "scale_in": "never_while_apps",
+        "tolerance": 0.0,
+        "scale_up_stabilization_seconds": 0.0,
+        "scale_down_stabilization_seconds": 0.0,
+        "warmup_seconds": 0.0,
+        "demand_signals": False,
+    }
+    return cfg.model_copy(update={"opsflow": cfg.opsflow.model_copy(update=off)})
+
+
+def our_policy(cfg: ScalerConfig, switches: OpsflowConfig | None = None) -> ScalerConfig:
+    """Ours: graceful scale-in and every switch on, with the values of ``switches`` (default: the defaults of
+    :class:`OpsflowConfig`); backend, Spark and GPU settings stay those of ``cfg``.
+
+    >>> p = our_policy(load_config_text(EXAMPLE_THESIS_YAML)).opsflow
+    >>> p.scale_in, p.tolerance, p.demand_signals
+    ('graceful', 0.1, True)
+    """
+    src = switches or OpsflowConfig()
+    on = {
+        "scale_in": "graceful",
+        "tolerance": src.tolerance,
+        "scale_up_stabilization_seconds": src.scale_up_stabilization_seconds,
+        "scale_down_stabilization_seconds": src.scale_down_stabilization_seconds,
+        "warmup_seconds": src.warmup_seconds,
+        "demand_signals": True,
+    }
+    return cfg.model_copy(update={"opsflow": cfg.opsflow.model_copy(update=on)})
