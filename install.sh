@@ -6,9 +6,9 @@ cd "$(dirname "$0")"
 
 # slurm: controller, node daemon, client tools; munge for its authentication; Prometheus and the process
 # exporter; podman (with runc: crun fails on some cgroup layouts) for the Docker-API code paths; busybox-static
-# for the registry-free container image; a JDK for Spark (only if no java is on PATH).
+# for the registry-free container image; chromium + its driver for the browser test of the approval form; a JDK for Spark (only if no java is on PATH).
 packages=(slurmctld slurmd slurm-client munge prometheus prometheus-process-exporter
-          podman runc conmon catatonit netavark busybox-static)
+          podman runc conmon catatonit netavark busybox-static chromium chromium-driver)
 command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
 
 missing=()

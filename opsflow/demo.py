@@ -59,6 +59,62 @@ def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks
     return False
 
 
+def spark_autoscale(cfg: StackConfig, echo: Callable[[str], None], timeout_s: float = 480) -> bool:
+    """Run the `spark-autoscale` deployment while a CPU-bound PySpark job runs: one scale-out, then one scale-in.
+
+    The controller runs with the example config (its minimum is the stack's 2 workers) and a state file of its
+    own; the demo reads the decisions from that file and cancels the controller once both actions happened.
+    """
+    import subprocess
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    from opsflow.stack.env import child_env, spark_home
+    from spark_scaler.backends import LocalProcessBackend
+    from spark_scaler.controller import load_state
+    from spark_scaler.models import Action
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "spark_scaler"
+    state_file = cfg.home / "scaler" / "demo.state.json"
+    state_file.unlink(missing_ok=True)
+    log = cfg.home / "logs" / "demo-cpu-load.log"
+    argv = [f"{spark_home()}/bin/spark-submit", str(examples / "cpu_load.py"), "8", "20"]
+    with open(log, "wb") as sink:
+        job = subprocess.Popen(argv, env=child_env(cfg), stdout=sink, stderr=subprocess.STDOUT)
+    echo(f"spark autoscale: a CPU-bound PySpark job (8 tasks of 20 s) on {cfg.spark_workers} workers; log {log}")
+    run = cast(
+        FlowRun,
+        run_deployment(
+            "spark-autoscale/spark-autoscale", parameters={"state_file": str(state_file), "ticks": 200}, timeout=0
+        ),
+    )
+    echo(f"spark autoscale: controller http://127.0.0.1:{cfg.prefect_port}/runs/flow-run/{run.id}")
+    seen: set[Action] = set()
+    last_at = 0.0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not {Action.SCALE_OUT, Action.SCALE_IN} <= seen:
+            time.sleep(2)
+            decisions = load_state(state_file).decisions if state_file.exists() else []
+            for d in [d for d in decisions if d.at > last_at and d.action != Action.HOLD]:
+                echo(f"spark autoscale: {d.action.value} {d.current} → {d.target}: {d.reason}")
+                if d.action == Action.SCALE_OUT or (d.action == Action.SCALE_IN and Action.SCALE_OUT in seen):
+                    seen.add(d.action)
+            last_at = max([last_at, *(d.at for d in decisions)])
+    finally:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        if job.poll() is None:
+            job.terminate()
+        job.wait(timeout=60)
+        LocalProcessBackend(cfg, child_env(cfg)).restore_stack_workers()
+    ok = {Action.SCALE_OUT, Action.SCALE_IN} <= seen
+    echo(f"spark autoscale: {'one scale-out and one scale-in seen' if ok else 'no scale-out and scale-in in time'}")
+    return ok
+
+
 def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], None] = print) -> bool:
     """Run every demo deployment in turn through the stack's workers; True when all completed."""
     all_ok = True
@@ -72,4 +128,5 @@ def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], Non
             url = f"http://127.0.0.1:{cfg.prefect_port}/runs/flow-run/{run.id}"
             echo(f"{name}: {state.name if state else 'no state'} {'' if ok else state.message if state else ''}  {url}")
         all_ok &= node_update_rollout(cfg, echo)
+        all_ok &= spark_autoscale(cfg, echo)
     return all_ok

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from spark_scaler.config import ConfigError, ScalerConfig, load_config
+from spark_scaler.config import ConfigError, ScalerConfig
 
 app = typer.Typer(help="Spark worker autoscaling (the thesis Auto-Scaler).", no_args_is_help=True)
 console = Console(width=140)
@@ -24,15 +24,17 @@ StateOpt = Annotated[Path | None, typer.Option("--state", help="State file (defa
 
 
 def _load(path: Path) -> ScalerConfig:
+    from spark_scaler.controller import load_scaler_config
+
     try:
-        return load_config(path)
+        return load_scaler_config(path)
     except ConfigError as exc:
         console.print(f"[red]invalid config[/red]\n{exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
 def _state_path(config: Path, state: Path | None) -> Path:
-    from flows.spark_autoscale import default_state_path
+    from flows.autoscale import default_state_path
 
     return state or default_state_path(config)
 
@@ -61,7 +63,7 @@ def run(
     state: StateOpt = None,
 ) -> None:
     """The controller loop, as the `spark-autoscale` flow (visible in the Prefect UI)."""
-    from flows.spark_autoscale import spark_autoscale
+    from flows.autoscale import spark_autoscale
 
     _load(config)
     actions = spark_autoscale(str(config), ticks=ticks, state_file=str(state) if state else None)

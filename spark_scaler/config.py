@@ -151,6 +151,11 @@ class OpsflowConfig(_Section):
     spark_master_url: str | None = Field(
         default=None, description="spark:// URL new workers register with; default: the local stack's master"
     )
+    local_stack: bool = Field(
+        default=False,
+        description="Take general.prometheus_url and the Spark master URLs from the local stack under "
+        "OPSFLOW_HOME (`opsflow up`) instead of this file",
+    )
     gpu: bool = Field(default=False, description="Start each worker pinned to one free GPU (seed §8.2.3)")
     cores_per_worker: int = Field(default=1, ge=1, description="Cores one worker offers (demand signals)")
     scale_in: ScaleInMode = Field(

@@ -19,7 +19,7 @@ from opsflow.adapters.prometheus import PrometheusAPI
 from opsflow.adapters.spark import SparkMaster
 from opsflow.files import atomic_write_text
 from spark_scaler.backends import WorkerBackend
-from spark_scaler.config import ScalerConfig
+from spark_scaler.config import ScalerConfig, load_config
 from spark_scaler.metrics import observe
 from spark_scaler.models import Action, Decision, Observation, ScalerState, WorkerRef
 from spark_scaler.policy import decide
@@ -99,6 +99,27 @@ def tick(
     if result.error is None:
         save_state(state_path, new_state)
     return result
+
+
+def load_scaler_config(path: str | Path, home: Path | None = None) -> ScalerConfig:
+    """The config at ``path``, bound to the local stack under ``home`` when it says ``opsflow.local_stack``.
+
+    Raises ConfigError (naming file, line and key) before anything is touched.
+    """
+    from opsflow.stack.config import StackConfig, default_home
+
+    cfg = load_config(path)
+    if not cfg.opsflow.local_stack:
+        return cfg
+    stack = StackConfig.load(home or default_home())
+    return cfg.model_copy(
+        update={
+            "general": cfg.general.model_copy(update={"prometheus_url": stack.prometheus_url}),
+            "opsflow": cfg.opsflow.model_copy(
+                update={"spark_master_ui_url": stack.spark_master_ui_url, "spark_master_url": stack.spark_master_url}
+            ),
+        }
+    )
 
 
 def backend_for(cfg: ScalerConfig, home: Path | None = None) -> WorkerBackend:

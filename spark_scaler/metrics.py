@@ -27,16 +27,13 @@ from typing import Protocol
 
 from opsflow.adapters.prometheus import PrometheusAPI, PrometheusError, Sample
 from opsflow.adapters.spark import MasterState, SparkError, SparkMaster
-from opsflow.stack.prometheus import GROUP_EXECUTOR
+from opsflow.stack.prometheus import GROUP_EXECUTOR, GROUP_PYTHON
 from spark_scaler.backends.base import WorkerBackend
 from spark_scaler.gpus import NvmlGpuUtilization
 from spark_scaler.models import Observation, WorkerRef
 
 SPARK_CORES_QUERY = "spark:cores"
 NVML_GPU_QUERY = "nvml:gpu"
-#: Group of PySpark's Python workers, should the process exporter be given one (it has none yet: the stack
-#: groups JVMs only, so CPU spent in Python UDFs/lambdas is not seen by the CPU query below).
-GROUP_PYTHON = "spark-python"
 #: The scrape job of prometheus-process-exporter in the local stack's prometheus.yml.
 EXPORTER_JOB = "process"
 #: The rate window: the thesis's 30 s (six scrapes at the local stack's 5 s interval).
@@ -47,9 +44,10 @@ def cpu_query(cores_per_worker: int = 1, window: str = RATE_WINDOW) -> str:
     """PromQL: CPU seconds per second of this stack's executors over the cores of the ALIVE workers (0..1).
 
     ``namedprocess_namegroup_cpu_seconds_total`` (prometheus-process-exporter, user + system) of the executor
-    JVMs, as a rate over ``window``, divided by ``metrics_master_aliveWorkers_Value`` (the master's servlet)
-    times the cores each worker offers. It can pass 1 briefly while a DECOMMISSIONED worker's executor still
-    finishes its tasks (its CPU counts, its cores no longer do). No executor yet gives 0 (while the exporter is
+    JVMs and their PySpark Python workers, as a rate over ``window``, divided by
+    ``metrics_master_aliveWorkers_Value`` (the master's servlet) times the cores each worker offers. It can pass
+    1 briefly while a DECOMMISSIONED worker's executor still finishes its tasks (its CPU counts, its cores no
+    longer do). No executor yet gives 0 (while the exporter is
     up); 0 ALIVE workers gives +Inf/NaN, read as missing.
 
     >>> "aliveWorkers" in cpu_query()

@@ -219,7 +219,9 @@ def run_sum_of_squares(
     with tempfile.TemporaryDirectory(prefix="opsflow-spark-job-") as tmp:
         script = Path(tmp) / "sum_of_squares.py"
         script.write_text(SUM_OF_SQUARES_SCRIPT)
-        argv = sum_of_squares_argv(spark_home, master_url, script, n, partitions, app_name, sys.executable)
+        # The stack's PYSPARK_PYTHON marks the executors' Python workers for the process exporter.
+        python = run_env.get("PYSPARK_PYTHON") or sys.executable
+        argv = sum_of_squares_argv(spark_home, master_url, script, n, partitions, app_name, python)
         started = time.monotonic()
         try:
             proc = subprocess.run(

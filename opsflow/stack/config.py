@@ -91,6 +91,11 @@ class StackConfig(BaseModel):
         return f"spark://127.0.0.1:{self.spark_master_port}"
 
     @property
+    def pyspark_python(self) -> Path:
+        """PySpark's Python on this stack: a wrapper that marks its processes with the stack's home (see spark.py)."""
+        return self.home / "spark" / "bin" / "pyspark-python"
+
+    @property
     def spark_master_ui_url(self) -> str:
         return f"http://127.0.0.1:{self.spark_master_ui_port}"
 

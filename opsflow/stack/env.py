@@ -63,7 +63,8 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "SPARK_HOME": spark_home(),
         # Drivers started from a flow or a shell get the stack's defaults (master, decommission, metrics).
         "SPARK_CONF_DIR": str(cfg.home / "spark" / "conf"),
-        "PYSPARK_PYTHON": sys.executable,
+        # The executors' Python workers then carry the stack's home in their command line (process exporter).
+        "PYSPARK_PYTHON": str(cfg.pyspark_python),
         "DOCKER_HOST": cfg.docker_host,
         "CONTAINER_HOST": cfg.docker_host,  # `podman --remote` talks to the same service
         # Our own console scripts first, so slurmd's Epilog and workers find `opsflow`.

@@ -5,7 +5,7 @@ Everything lives under ``<home>/prometheus``: ``prometheus.yml``, ``process-expo
 endpoint (:mod:`opsflow.metrics_server`), the process exporter and itself. The process exporter groups the
 Spark JVMs of *this* stack only (their command line holds ``<home>/spark/``), so two stacks on one machine
 never count each other's workers: ``spark-master``, ``spark-worker:<host>`` (one group per worker),
-``spark-executor``, plus ``opsflow-metrics`` for the endpoint itself.
+``spark-executor``, ``spark-python`` (PySpark's Python workers), plus ``opsflow-metrics`` for the endpoint.
 
 Debian's binaries read nothing under /etc here, except Prometheus's default console templates
 (``/etc/prometheus/consoles``, read-only, only used by its ``/consoles`` pages).
@@ -40,11 +40,15 @@ RETENTION = "2d"
 GROUP_MASTER = "spark-master"
 GROUP_WORKER = "spark-worker"  # per worker: "spark-worker:<host>", see worker_group()
 GROUP_EXECUTOR = "spark-executor"
+GROUP_PYTHON = "spark-python"  # PySpark's Python daemon and the workers it forks
 GROUP_METRICS = "opsflow-metrics"
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+
+#: pyspark.daemon forks the Python workers (same command line); without the daemon they run pyspark.worker.
+PYSPARK_WORKER_RE = r"\s-m\s+pyspark\.(daemon|worker)\b"
 
 PROMETHEUS_BIN = "prometheus"
 EXPORTER_BIN = "prometheus-process-exporter"
@@ -106,6 +110,9 @@ def process_exporter_config(home: Path | None = None) -> str:
         _java_group(f"{GROUP_WORKER}:{{{{.Matches.host}}}}", rf"{w}\b.*\s--host\s+(?P<host>\S+)", spark_scope),
         _java_group(GROUP_WORKER, rf"{w}\b", spark_scope),  # a worker started without --host
         _java_group(GROUP_EXECUTOR, rf"{re.escape(EXECUTOR_CLASS)}\b", spark_scope),
+        # The CPU of PySpark code is spent here, not in the executor JVM. Their command line holds the stack's
+        # home through the -X option of the stack's PySpark Python (spark.pyspark_python_script).
+        {"name": GROUP_PYTHON, "cmdline": [*([re.escape(spark_scope)] if spark_scope else []), PYSPARK_WORKER_RE]},
     ]
     metrics_re = r"\s-m\s+opsflow\.metrics_server\b"
     if home:

@@ -111,8 +111,8 @@ def host_runtime_volumes(
     """Read-only binds that let a container without Java run the host's Spark worker (same paths inside).
 
     /usr, /lib, /lib64 (the JDK, glibc, bash for spark-class), the directories the JDK's symlinks point to
-    (Debian keeps its config in /etc/java-*), the Python installations (for PySpark executors), SPARK_HOME and
-    the Spark conf dir. Only paths that exist are returned.
+    (Debian keeps its config in /etc/java-*), the Python installations (for PySpark executors), SPARK_HOME, the
+    Spark conf dir and the stack's ``bin/`` beside it. Only paths that exist are returned.
 
     >>> "/usr" in host_runtime_volumes("/usr/lib/jvm/default-java", "/opt/spark", python_prefixes=[])
     True
@@ -127,7 +127,10 @@ def host_runtime_volumes(
                 if _outside(target, paths) and len(target.parts) > 2:
                     paths.append(Path(*target.parts[:3]))  # e.g. /etc/java-17-openjdk
     prefixes = [sys.prefix, sys.base_prefix] if python_prefixes is None else list(python_prefixes)
-    for extra in [*prefixes, spark_home, *([str(conf_dir)] if conf_dir else [])]:
+    # The stack keeps its PySpark Python wrapper (spark.pyspark.python of its spark-defaults.conf) in bin/ next to
+    # the conf dir: executors in the container must find it at the same path.
+    stack_dirs = [str(conf_dir), str(Path(conf_dir).parent / "bin")] if conf_dir else []
+    for extra in [*prefixes, spark_home, *stack_dirs]:
         path = Path(extra).resolve()
         if _outside(path, paths):
             paths.append(path)

@@ -174,6 +174,13 @@ class LocalProcessBackend:
         log.info("started Spark worker %s on %s%s", ref.id, ref.host, f" pinned to GPU {gpu}" if gpu else "")
         return ref
 
+    def restore_stack_workers(self) -> None:
+        """Back to what `opsflow up` made: the stack's own workers (restarted if stopped) and no others."""
+        for ref in self.workers():
+            if worker_index(ref.id) >= self.cfg.spark_workers:
+                self.stop_worker(ref, graceful=False)
+        self.spark.start()
+
     def _wait_registered(self, proc: psutil.Process, ref: WorkerRef) -> None:
         deadline = time.monotonic() + self.register_timeout_s
         while True:

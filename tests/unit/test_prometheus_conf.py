@@ -16,6 +16,7 @@ from opsflow.adapters.prometheus import PrometheusError, parse_query_response, p
 from opsflow.metrics_server import StackCollector, component_of, component_states
 from opsflow.stack.config import StackConfig
 from opsflow.stack.prometheus import PrometheusComponent, process_exporter_config, prometheus_config, worker_group
+from opsflow.stack.spark import PYSPARK_MARK_OPTION
 
 HOME = Path("/tmp/opsflow home+1")  # a space and regex metacharacters: must stay literal
 CFG = StackConfig(home=HOME).shifted(23000)
@@ -36,6 +37,8 @@ EXECUTOR_CMD = (
     "org.apache.spark.executor.CoarseGrainedExecutorBackend --driver-url spark://CoarseGrainedScheduler@127.0.0.1:4"
     "1234 --executor-id 0 --hostname 127.0.0.2 --cores 1 --app-id app-20261123120003-0000"
 )
+# What the exporter reads for the stack's PySpark Python (argv joined by spaces; see spark.pyspark_python_script).
+PYSPARK_DAEMON_CMD = f"/venv/bin/python -X {PYSPARK_MARK_OPTION}={HOME}/spark/ -m pyspark.daemon"
 METRICS_CMD = f"/venv/bin/python -m opsflow.metrics_server --port 32464 --home {HOME}"
 
 
@@ -93,9 +96,11 @@ def test_exporter_groups_in_first_match_order() -> None:
         "spark-worker:{{.Matches.host}}",
         "spark-worker",
         "spark-executor",
+        "spark-python",
         "opsflow-metrics",
     ]
-    assert all(g["comm"] == ["java"] for g in _groups(HOME) if g["name"].startswith("spark"))
+    jvm_groups = [g for g in _groups(HOME) if g["name"].startswith("spark-") and g["name"] != "spark-python"]
+    assert all(g["comm"] == ["java"] for g in jvm_groups)
 
 
 @pytest.mark.parametrize(
@@ -106,6 +111,10 @@ def test_exporter_groups_in_first_match_order() -> None:
         (WORKER_CMD.replace(" --host 127.0.0.3", ""), "spark-worker"),
         (EXECUTOR_CMD, "spark-executor"),
         (METRICS_CMD, "opsflow-metrics"),
+        (PYSPARK_DAEMON_CMD, "spark-python"),
+        (PYSPARK_DAEMON_CMD.replace("pyspark.daemon", "pyspark.worker"), "spark-python"),
+        # The driver runs the same Python with the same mark, but it is the application, not executor work.
+        (PYSPARK_DAEMON_CMD.replace("-m pyspark.daemon", "/tmp/job.py 8"), None),
         ("/usr/bin/prometheus --config.file=x", None),
     ],
 )
@@ -113,7 +122,7 @@ def test_exporter_groups_classify_command_lines(cmdline: str, group: str | None)
     assert _group_of(cmdline) == group
 
 
-@pytest.mark.parametrize("cmdline", [MASTER_CMD, WORKER_CMD, EXECUTOR_CMD, METRICS_CMD])
+@pytest.mark.parametrize("cmdline", [MASTER_CMD, WORKER_CMD, EXECUTOR_CMD, METRICS_CMD, PYSPARK_DAEMON_CMD])
 def test_exporter_ignores_processes_of_other_stacks(cmdline: str) -> None:
     other = cmdline.replace(str(HOME), "/tmp/opsflow home+12")
     assert _group_of(other) is None

@@ -14,10 +14,13 @@ from opsflow.gpu import GpuInfo
 from opsflow.stack.prometheus import GROUP_EXECUTOR
 from spark_scaler.backends import BackendError, WorkerBackend, live_worker, next_index
 from spark_scaler.backends.base import (
+    DECOMMISSIONING_MARKER,
     GPU_ENV_VAR,
+    REGISTERED_MARKER,
     SIGPWR_MASK,
     catches_sigpwr,
     ensure_gpu_free,
+    executor_missed_decommission,
     gpu_discovery_script,
     gpu_env,
     gpu_worker_opts,
@@ -182,6 +185,18 @@ def test_sigpwr_handler_is_read_from_sigcgt() -> None:
     assert not catches_sigpwr("Name:\tjava\n")
     assert not catches_sigpwr("SigCgt:\tzz\n")
     assert f"{SIGPWR_MASK:#x}" in EXECUTOR_PWR_SCRIPT
+
+
+def test_only_an_executor_that_registered_and_was_never_told_is_signalled() -> None:
+    starting = "INFO CoarseGrainedExecutorBackend: Connecting to driver: spark://CoarseGrainedScheduler@127.0.0.1:1"
+    registered = f"{starting}\nINFO CoarseGrainedExecutorBackend: {REGISTERED_MARKER}\n"
+    told = f"{registered}INFO CoarseGrainedExecutorBackend: {DECOMMISSIONING_MARKER} 0.\n"
+    # Not registered yet: the driver would refuse and the executor would die. Told already: the same.
+    assert not executor_missed_decommission(starting)
+    assert executor_missed_decommission(registered)
+    assert not executor_missed_decommission(told)
+    assert not executor_missed_decommission("")  # a log at WARN level: rely on Spark alone
+    assert REGISTERED_MARKER in EXECUTOR_PWR_SCRIPT and DECOMMISSIONING_MARKER in EXECUTOR_PWR_SCRIPT
 
 
 def test_worker_ids_of_the_local_backend() -> None:

@@ -48,7 +48,7 @@ def test_example_file_loads_with_our_keys() -> None:
     assert cfg.opsflow.scale_in == "graceful"
     assert cfg.opsflow.demand_signals is True
     assert "\n" not in cfg.metrics["cpu"].query  # folded into one PromQL line
-    assert 'groupname="spark-executor"' in cfg.metrics["cpu"].query
+    assert cfg.opsflow.local_stack is True
 
 
 @pytest.mark.parametrize(
@@ -149,3 +149,26 @@ def test_presets_switch_everything_and_leave_the_rest() -> None:
 def test_config_model_round_trips() -> None:
     cfg = load_config(EXAMPLE)
     assert ScalerConfig.model_validate(cfg.model_dump()) == cfg
+
+
+def test_example_cpu_query_is_the_one_the_metrics_module_writes() -> None:
+    from spark_scaler.metrics import cpu_query
+
+    query = load_config(EXAMPLE).metrics["cpu"].query
+    assert query.split() == cpu_query().split()
+    assert "spark-python" in query  # PySpark's Python workers, where PySpark code burns its CPU
+
+
+def test_local_stack_config_takes_the_stacks_urls(tmp_path: Path) -> None:
+    from opsflow.stack.config import StackConfig
+    from spark_scaler.controller import load_scaler_config
+
+    stack = StackConfig(home=tmp_path).shifted(123)
+    stack.save()
+    cfg = load_scaler_config(EXAMPLE, home=tmp_path)
+    assert cfg.general.prometheus_url == stack.prometheus_url
+    assert cfg.opsflow.spark_master_ui_url == stack.spark_master_ui_url
+    assert cfg.opsflow.spark_master_url == stack.spark_master_url
+    unbound = tmp_path / "site.yaml"
+    unbound.write_text(EXAMPLE.read_text().replace("local_stack: true", "local_stack: false"))
+    assert load_scaler_config(unbound, home=tmp_path).general.prometheus_url == "http://127.0.0.1:9090"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,15 @@ from opsflow.adapters.spark import (
     sum_of_squares_argv,
 )
 from opsflow.stack.config import StackConfig
-from opsflow.stack.spark import SparkComponent, metrics_properties, spark_defaults, worker_host, worker_key
+from opsflow.stack.spark import (
+    PYSPARK_MARK_OPTION,
+    SparkComponent,
+    metrics_properties,
+    pyspark_python_script,
+    spark_defaults,
+    worker_host,
+    worker_key,
+)
 
 SPARK_HOME = "/opt/spark"
 
@@ -309,3 +319,19 @@ def test_parse_job_output_takes_the_result_line_among_spark_noise() -> None:
     assert parse_job_output(out) == (14, "app-1")
     with pytest.raises(SparkError):
         parse_job_output("no result here")
+
+
+def test_the_stacks_pyspark_python_runs_python_with_the_stack_mark(tmp_path: Path) -> None:
+    cfg = StackConfig(home=tmp_path / "a home")  # a space: the wrapper must quote it
+    script = tmp_path / "pyspark-python"
+    script.write_text(pyspark_python_script(cfg, sys.executable))
+    out = subprocess.run(
+        ["sh", str(script), "-c", "import sys; print(sys._xoptions)"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == repr({PYSPARK_MARK_OPTION: f"{cfg.home}/spark/"})
+
+
+def test_spark_defaults_send_executors_to_the_stacks_pyspark_python(tmp_path: Path) -> None:
+    cfg = StackConfig(home=tmp_path)
+    lines = spark_defaults(cfg, tmp_path / "metrics.properties").splitlines()
+    assert f"spark.pyspark.python {cfg.pyspark_python}" in lines

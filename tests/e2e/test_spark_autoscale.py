@@ -1,55 +1,37 @@
-"""WORK IN PROGRESS (not collected: the file name does not start with test_): the auto-scaler's MAPE ticks
-against the real local Spark cluster and Prometheus of the stack.
+"""The auto-scaler's MAPE ticks against the real local Spark cluster and Prometheus of the session's stack.
 
-Known failure that keeps it out of the suite: during a PySpark CPU-bound job the cpu metric reads about 0.15
-per worker, because prometheus-process-exporter runs with -children=false and the Python workers that burn the CPU
-are not in any process group the query sums (spark-executor counts only the executor JVM). Fix the exporter
-groups (a `spark-python` group for pyspark.daemon / pyspark.worker processes), then rename this file to
-test_spark_autoscale.py.
+The first test runs the `spark-autoscale` deployment on the cpu worker exactly as `opsflow demo` does (a CPU-bound
+PySpark job from examples/spark_scaler/cpu_load.py, the example config): one scale-out, then one scale-in, each
+emitted as an `opsflow.spark.scaled` event. The others call the controller's tick directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
 
-from opsflow.adapters.spark import SparkMaster, sum_of_squares_argv
+from opsflow import demo
+from opsflow.adapters.spark import SparkMaster
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.manager import components
 from spark_scaler.backends import LocalProcessBackend
 from spark_scaler.config import ScalerConfig, load_config_text
-from spark_scaler.controller import TickResult, load_state, tick
+from spark_scaler.controller import load_scaler_config, load_state, tick
 from spark_scaler.metrics import default_queries
 from spark_scaler.models import Action
 from tests.support import wait_until
 
 pytestmark = pytest.mark.stack
 
-CPU_JOB = textwrap.dedent(
-    """
-    import sys, time
-    from pyspark.sql import SparkSession
-    spark = SparkSession.builder.appName("opsflow-load").getOrCreate()
-    seconds, parts = float(sys.argv[1]), int(sys.argv[2])  # read on the driver: executors have other argv
-    def burn(i):
-        end = time.time() + seconds
-        x = 0
-        while time.time() < end:
-            x += 1
-        return x
-    spark.sparkContext.parallelize(range(parts), parts).map(burn).count()
-    spark.stop()
-    """
-)
-
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "spark_scaler" / "autoscaler.yaml"
 
 def config(stack: StackConfig, *, minimum: int = 1, maximum: int = 3, cooldown: float = 10) -> ScalerConfig:
     query = default_queries()["cpu"].replace("\n", " ")
@@ -86,57 +68,38 @@ def config(stack: StackConfig, *, minimum: int = 1, maximum: int = 3, cooldown: 
 def backend(stack: StackConfig) -> Iterator[LocalProcessBackend]:
     backend = LocalProcessBackend(stack, child_env(stack), register_timeout_s=90, drain_timeout_s=120)
     yield backend
-    # Leave the cluster as `up` made it: its configured workers and no others.
-    for ref in backend.workers():
-        if not ref.id.endswith(tuple(f"-{i}" for i in range(stack.spark_workers))):
-            backend.stop_worker(ref, graceful=False)
-    (spark,) = components(stack, ["spark"])
-    spark.start()
+    backend.restore_stack_workers()
 
 
 def alive(stack: StackConfig) -> int:
     return len(SparkMaster(ui_url=stack.spark_master_ui_url).state().alive_workers)
 
 
-def run_ticks(
-    cfg: ScalerConfig, backend: LocalProcessBackend, state: Path, until: object, limit: int
-) -> list[TickResult]:
-    results = []
-    for _ in range(limit):
-        results.append(tick(cfg, backend, state))
-        if until(results[-1]):  # type: ignore[operator]
-            break
-        time.sleep(cfg.general.interval_seconds)
-    return results
+def test_the_deployment_scales_out_under_load_then_back_in(stack: StackConfig) -> None:
+    lines: list[str] = []
+    assert demo.spark_autoscale(stack, lines.append), "\n".join(lines)
 
+    async def scaled_events() -> list[dict[str, Any]]:
+        async with get_client() as client:
+            found = await client._client.post(
+                "/events/filter", json={"filter": {"event": {"name": ["opsflow.spark.scaled"]}}}
+            )
+            found.raise_for_status()
+            return list(found.json()["events"])
 
-def test_load_scales_out_then_idle_scales_in_to_the_minimum(
-    stack: StackConfig, backend: LocalProcessBackend, tmp_path: Path
-) -> None:
-    cfg, state = config(stack, maximum=3), tmp_path / "state.json"
-    script = tmp_path / "load.py"
-    script.write_text(CPU_JOB)
-    env = child_env(stack)
-    argv = sum_of_squares_argv(env["SPARK_HOME"], stack.spark_master_url, script, 8, 8, "opsflow-load", sys.executable)
-    log = tmp_path / "load.log"
-    with open(log, "wb") as sink:
-        job = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        master = SparkMaster(ui_url=stack.spark_master_ui_url)
-        assert wait_until(lambda: master.state().running_apps, timeout_s=120), log.read_text()[-2000:]
-        results = run_ticks(cfg, backend, state, lambda r: r.decision.action == Action.SCALE_OUT, limit=40)
-        out = results[-1]
-        assert out.decision.action == Action.SCALE_OUT, [r.decision.reason for r in results]
-        assert out.error is None and out.decision.target <= 3
-        assert wait_until(lambda: alive(stack) == out.decision.target, timeout_s=90)
-    finally:
-        assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
-    results = run_ticks(
-        cfg, backend, state, lambda r: r.decision.target == 1 and r.decision.action == Action.SCALE_IN, limit=60
-    )
-    assert results[-1].decision.action == Action.SCALE_IN, [r.decision.reason for r in results[-5:]]
-    assert wait_until(lambda: alive(stack) == 1, timeout_s=120)
-    assert all(1 <= r.decision.target <= 3 for r in results)
+    def both_actions() -> list[dict[str, Any]] | None:
+        events = asyncio.run(scaled_events())
+        return events if {"scale_out", "scale_in"} <= {e["payload"]["action"] for e in events} else None
+
+    events = wait_until(both_actions, timeout_s=30)
+    assert events, lines
+    example = load_scaler_config(EXAMPLE_CONFIG, home=stack.home)
+    bounds = (example.worker.thresholds.min, example.worker.thresholds.max)
+    assert all(bounds[0] <= e["payload"]["to"] <= bounds[1] for e in events), events
+    assert any(e["payload"]["started"] for e in events if e["payload"]["action"] == "scale_out")
+    assert any(e["payload"]["stopped"] for e in events if e["payload"]["action"] == "scale_in")
+    # The demo gives the stack back as `up` left it.
+    assert alive(stack) == stack.spark_workers
 
 
 def test_bounds_hold_and_a_restarted_controller_keeps_its_cooldown(

@@ -17,8 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
-from spark_scaler.config import load_config
-from spark_scaler.controller import TickResult, backend_for, load_state, tick
+from spark_scaler.controller import TickResult, backend_for, load_scaler_config, load_state, tick
 from spark_scaler.models import Action
 
 
@@ -73,10 +72,15 @@ def report(result: TickResult, state_path: Path) -> None:
 
 
 @flow(name="spark-autoscale", log_prints=True)
-def spark_autoscale(config: str, ticks: int | None = None, state_file: str | None = None) -> int:
-    """Run the MAPE loop: every `interval_seconds` one tick; returns the number of actions taken."""
+def spark_autoscale(
+    config: str = "examples/spark_scaler/autoscaler.yaml", ticks: int | None = None, state_file: str | None = None
+) -> int:
+    """Run the MAPE loop: every `interval_seconds` one tick; returns the number of actions taken.
+
+    ``config`` is relative to the working directory (the project directory for the deployment's worker).
+    """
     cfg_path = Path(config)
-    cfg = load_config(cfg_path)  # invalid config: a clear error before any action
+    cfg = load_scaler_config(cfg_path)  # invalid config: a clear error before any action
     state_path = Path(state_file) if state_file else default_state_path(cfg_path)
     backend = backend_for(cfg)
     actions = 0
