@@ -8,7 +8,7 @@ demo: install
 	.venv/bin/opsflow demo
 
 test: install
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q --durations=15
 
 lint: install
 	.venv/bin/ruff check .

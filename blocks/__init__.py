@@ -12,11 +12,12 @@ from prefect.blocks.core import Block
 
 from blocks.docker import DockerEngine
 from blocks.node_update import NodeUpdateSettings
+from blocks.pipeline_store import PipelineStore
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
 
-ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine, NodeUpdateSettings)
+ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine, NodeUpdateSettings, PipelineStore)
 
 B = TypeVar("B", bound=Block)
 
@@ -30,6 +31,7 @@ __all__ = [
     "ALL_BLOCKS",
     "DockerEngine",
     "NodeUpdateSettings",
+    "PipelineStore",
     "PrometheusServer",
     "SlurmCluster",
     "SparkCluster",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from blocks.docker import DockerEngine
 from blocks.node_update import NodeUpdateSettings
+from blocks.pipeline_store import PipelineStore
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
@@ -15,7 +16,7 @@ LOCAL = "local"
 
 def local_blocks(
     cfg: StackConfig,
-) -> list[SlurmCluster | SparkCluster | PrometheusServer | DockerEngine | NodeUpdateSettings]:
+) -> list[SlurmCluster | SparkCluster | PrometheusServer | DockerEngine | NodeUpdateSettings | PipelineStore]:
     """The Blocks describing the local stack of ``cfg`` (pure: nothing is saved)."""
     return [
         SlurmCluster(conf_path=str(cfg.slurm_conf), shared_dir=str(cfg.home / "shared"), partition="batch"),
@@ -23,6 +24,7 @@ def local_blocks(
         PrometheusServer(url=cfg.prometheus_url),
         DockerEngine(base_url=cfg.docker_host),
         NodeUpdateSettings(root=str(local_root(cfg.home))),
+        PipelineStore(root=str(cfg.home / "pipelines")),
     ]
 
 

@@ -25,12 +25,15 @@ from node_update.cli import app as nu_app
 from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig, default_home
 from spark_scaler.cli import app as scaler_app
+from stage_pipeline.cli import pipeline_app, project_app
 
 app = typer.Typer(help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True)
 stack_app = typer.Typer(help="Hooks the local stack's components call.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(nu_app, name="nu")
 app.add_typer(scaler_app, name="scaler")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(project_app, name="project")
 # Wide enough for URLs even when stdout is not a terminal (rich would assume 80 columns).
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 
@@ -114,6 +117,20 @@ def env(home: HomeOpt = None) -> None:
 
     for key, value in stack_env(_cfg(home)).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def nodes() -> None:
+    """CPU, memory, network I/O and GPUs of this node (the `node-monitor` flow reports each worker node)."""
+    from stage_pipeline.monitor import sample_node, snapshot_rows
+
+    snap = sample_node(1.0)
+    (row,) = snapshot_rows([snap])
+    table = Table(*row.keys())
+    table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    if snap.gpu_note:
+        console.print(f"GPUs: none ({snap.gpu_note})")
 
 
 @app.command()

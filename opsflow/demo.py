@@ -115,6 +115,35 @@ def spark_autoscale(cfg: StackConfig, echo: Callable[[str], None], timeout_s: fl
     return ok
 
 
+def video_tracking(cfg: StackConfig, echo: Callable[[str], None], timeout_s: float = 300) -> bool:
+    """Create a video-tracking project, run it to its first approval and leave it waiting there in the UI."""
+    from blocks import PipelineStore, load_block
+    from stage_pipeline.models import ProjectStatus
+    from stage_pipeline.prefect_api import start_pipeline_run
+
+    store = load_block(PipelineStore, "local")
+    definition = Path(__file__).resolve().parents[1] / "examples" / "video_tracking" / "pipeline.yaml"
+    pipeline = store.library().save(definition.read_text())
+    projects = store.projects()
+    name = f"traffic-{time.strftime('%Y%m%d-%H%M%S')}"
+    projects.create(name, pipeline, definition.read_text())
+    run = start_pipeline_run(name)
+    echo(f"video tracking: project {name} ({len(pipeline.stages)} stages) started: run {run.name}")
+    deadline = time.monotonic() + timeout_s
+    p = projects.get(name)
+    while time.monotonic() < deadline and p.status not in (ProjectStatus.WAITING, ProjectStatus.PAUSED):
+        time.sleep(2)
+        p = projects.get(name)
+    if p.status != ProjectStatus.WAITING or p.waiting is None:
+        echo(f"video tracking: {name} did not reach its approval: {p.status.value} {p.reason}")
+        return False
+    url = f"http://127.0.0.1:{cfg.prefect_port}/runs/flow-run/{p.waiting.run_id}"
+    echo(f"video tracking: {name} waits for your decision after {p.waiting.stage}: open {url}, look at the log")
+    echo("  (and reference_points.png in the stage's workspace), press Resume and choose continue, redo with")
+    echo(f"  REFERENCE_POINTS=..., goto or stop; or: opsflow project resume {name} [--action redo --env K=V]")
+    return True
+
+
 def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], None] = print) -> bool:
     """Run every demo deployment in turn through the stack's workers; True when all completed."""
     all_ok = True
@@ -129,4 +158,5 @@ def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], Non
             echo(f"{name}: {state.name if state else 'no state'} {'' if ok else state.message if state else ''}  {url}")
         all_ok &= node_update_rollout(cfg, echo)
         all_ok &= spark_autoscale(cfg, echo)
+        all_ok &= video_tracking(cfg, echo)
     return all_ok

@@ -23,8 +23,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from opsflow.yaml_lines import YamlProblem, compose_and_load, duplicate_keys, line_of
 
 #: Listing 6.6 of the seed (the thesis's configuration for scaling a Docker service), verbatim in content.
 EXAMPLE_THESIS_YAML = """\
@@ -223,47 +224,6 @@ class ConfigError(ValueError):
 # --- YAML with line numbers -------------------------------------------------------------------------------------
 
 
-def _key_text(node: yaml.Node) -> str:
-    return str(node.value) if isinstance(node, yaml.ScalarNode) else "?"
-
-
-def _duplicates(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[int, str, str]]:
-    """Keys given twice in one mapping (PyYAML silently keeps the last one)."""
-    found: list[tuple[int, str, str]] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            name = _key_text(key)
-            line = key.start_mark.line + 1
-            if name in seen:
-                found.append((line, ".".join((*path, name)), f"given twice (first on line {seen[name]})"))
-            seen.setdefault(name, line)
-            found += _duplicates(value, (*path, name))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            found += _duplicates(item, (*path, str(index)))
-    return found
-
-
-def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
-    """The line of the deepest key of ``loc`` present in the file (a missing key: its parent's line)."""
-    node, line = root, root.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if _key_text(key) == str(part):
-                    node, line = value, key.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
 def _message(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key (a typo? see the README for the keys of this section)"
@@ -282,28 +242,22 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
     ...
     spark_scaler.config.ConfigError: <config>:2: general.interval_seconds: Input should be greater than 0 (got 0)
     """
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(source, [(line, "(yaml)", f"{exc.problem or exc}")]) from None
-    finally:
-        loader.dispose()
+        node, data = compose_and_load(text)
+    except YamlProblem as exc:
+        raise ConfigError(source, [(exc.line, "(yaml)", str(exc))]) from None
     if node is None:
         raise ConfigError(source, [(1, "(file)", "empty; expected the sections general, metrics and worker")])
     if not isinstance(data, dict):
         raise ConfigError(source, [(node.start_mark.line + 1, "(file)", "expected a mapping of sections")])
-    duplicates = _duplicates(node)
+    duplicates = duplicate_keys(node)
     if duplicates:
         raise ConfigError(source, duplicates)
     try:
         return ScalerConfig.model_validate(data)
     except ValidationError as exc:
         problems = [
-            (_line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
+            (line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
             for err in exc.errors()
         ]
         raise ConfigError(source, sorted(problems, key=lambda p: p[0])) from None

@@ -1,12 +1,14 @@
 """Session fixtures that start real components through the same code as `opsflow up`.
 
 The whole stack runs once per session in a temporary OPSFLOW_HOME with every port shifted by ``STACK_PORT_OFFSET``
-(so a developer's own `opsflow up` on the default ports is not disturbed). With CI=true a component that cannot
+(so a developer's own `opsflow up` on the default ports is not disturbed; OPSFLOW_TEST_PORT_OFFSET changes
+the offset). With CI=true a component that cannot
 start is a failure, never a skip.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +20,8 @@ from opsflow.stack.manager import down, up
 from opsflow.stack.process import stack_processes
 from tests.support import unavailable
 
-STACK_PORT_OFFSET = 10000
+#: Another value lets two engineers (or two checkouts) run the end-to-end tests on one machine at once.
+STACK_PORT_OFFSET = int(os.environ.get("OPSFLOW_TEST_PORT_OFFSET", "10000"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from prefect.blocks.core import Block
 
-from blocks import ALL_BLOCKS, DockerEngine, NodeUpdateSettings, PrometheusServer, SlurmCluster, SparkCluster
+from blocks import (
+    ALL_BLOCKS,
+    DockerEngine,
+    NodeUpdateSettings,
+    PipelineStore,
+    PrometheusServer,
+    SlurmCluster,
+    SparkCluster,
+)
 from blocks.local import local_blocks
 from opsflow.stack.config import StackConfig
 
@@ -23,7 +31,7 @@ def test_block_describes_every_field(block_cls: type[Block]) -> None:
 
 def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
     cfg = StackConfig(home=tmp_path).shifted(5)
-    slurm, spark, prom, docker, nu = local_blocks(cfg)
+    slurm, spark, prom, docker, nu, pipelines = local_blocks(cfg)
     assert isinstance(slurm, SlurmCluster) and isinstance(spark, SparkCluster)
     assert isinstance(prom, PrometheusServer) and isinstance(docker, DockerEngine)
     assert slurm.cli().conf == cfg.slurm_conf
@@ -31,3 +39,5 @@ def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
     assert prom.api().url == "http://127.0.0.1:9095"
     assert docker.base_url == f"unix://{tmp_path}/podman/podman.sock"
     assert isinstance(nu, NodeUpdateSettings) and nu.resolved().root == tmp_path / "shared" / "node-update"
+    assert isinstance(pipelines, PipelineStore) and pipelines.pipelines_dir == tmp_path / "pipelines" / "pipelines"
+    assert pipelines.projects().projects_dir == tmp_path / "pipelines" / "projects"

@@ -106,7 +106,7 @@ def test_yaml_problems_name_the_line() -> None:
     dup = error_of(
         EXAMPLE_THESIS_YAML.replace("  recurrence_factor: 3\n", "  recurrence_factor: 3\n  recurrence_factor: 1\n")
     )
-    assert str(dup) == "a.yaml:5: general.recurrence_factor: given twice (first on line 4)"
+    assert str(dup) == "a.yaml:5: general.recurrence_factor: key given twice (first on line 4)"
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

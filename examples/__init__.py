@@ -1,0 +1,1 @@
+"""Runnable material a user copies: example pipelines and their stage programs."""

@@ -1,0 +1,196 @@
+"""`pipeline-run`: a project run. Each stage is a child flow run of `stage-run/<pool>`; decisions are forms.
+
+A stage with ``approval: before|after`` suspends this run with ``suspend_flow_run(wait_for_input=...)``: the
+process exits and the Prefect UI shows a form (continue / redo with env / go to a stage / stop, with a comment).
+A suspended run survives a server restart; when the form is submitted the run starts again from the top, finds
+in the project store which decision it was waiting for and reads the answer under the same suspend key. The
+project's state lives in the store, so every re-entry continues where the project is.
+
+Between stages the run honours a pause request (`opsflow project pause`); a stage whose pool has no online
+worker pauses the project with "no fitting node" instead of waiting forever; a failed, aborted or lost stage
+pauses it too. `opsflow project resume` starts a new run from where it stopped (or a chosen stage).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, cast
+
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import Field, create_model
+
+from blocks import PipelineStore, load_block
+from stage_pipeline.definition import PipelineDefinition
+from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus
+from stage_pipeline.prefect_api import flow_run_state, mark_crashed, online_workers, stage_deployment
+from stage_pipeline.steps import Decision, Step, When, decision_key, first_stage, next_step
+from stage_pipeline.store import ProjectStore
+
+#: A running attempt whose heartbeat is older than this is taken as lost (its worker died).
+STALE_AFTER_S = 30.0
+
+
+class DecisionForm(RunInput, Decision):
+    """The approval form (a Prefect RunInput with the fields of :class:`Decision`)."""
+
+
+def decision_form(definition: PipelineDefinition, stage: str, when: When, description: str) -> type[RunInput]:
+    """The form for one decision: ``goto_stage`` one of the definition's stages, so the server refuses others."""
+    names = tuple(definition.stage_names)
+    stage_type = Literal[names]  # type: ignore[valid-type]
+    model = create_model(
+        "StageDecision",
+        __base__=DecisionForm,
+        # A choice of this pipeline's stages (a select in the UI), preset to the stage at hand.
+        goto_stage=(stage_type, Field(stage, description="goto: the stage to go to")),
+    )
+    text = f"**{definition.name}**: {'before' if when == 'before' else 'after'} stage **{stage}**"
+    return model.with_initial_data(description=f"{text}\n\n{description}".strip())
+
+
+def _pause(store: ProjectStore, project: str, reason: str) -> str:
+    get_run_logger().info("%s paused: %s", project, reason)
+    store.update(project, lambda p: setattr(p, "pause_requested", False))
+    store.set_status(project, ProjectStatus.PAUSED, reason)
+    return f"PAUSED: {reason}"
+
+
+def _claim(store: ProjectStore, project: str, me: str) -> Project:
+    """Make this run the project's driver: close attempts whose worker is gone, refuse if one is alive."""
+    p = store.get(project)
+    for attempt in p.running_attempts():
+        beat = store.heartbeat_path(project, attempt.stage, attempt.attempt)
+        age = time.time() - beat.stat().st_mtime if beat.exists() else float("inf")
+        if age < STALE_AFTER_S:
+            raise RuntimeError(
+                f"{project}: stage {attempt.stage} attempt {attempt.attempt} is still running "
+                f"(heartbeat {age:.0f} s ago); pause or abort it first"
+            )
+        if attempt.run_id:
+            mark_crashed(attempt.run_id, f"no heartbeat for {age:.0f} s: its worker is gone")
+    if p.running_attempts():
+        store.recover_stale(project, "its worker stopped during the stage (no heartbeat)")
+    if p.waiting is not None and p.waiting.run_id != me:
+        if flow_run_state(p.waiting.run_id) == "PAUSED":
+            raise RuntimeError(
+                f"{project}: run {p.waiting.run_id} waits for a decision on {p.waiting.stage}; answer its form "
+                "(opsflow project resume answers it)"
+            )
+        store.update(project, lambda q: setattr(q, "waiting", None))
+    if p.run_id and p.run_id != me and flow_run_state(p.run_id) == "RUNNING":
+        mark_crashed(p.run_id, "superseded: its project was resumed by another run")
+
+    def take(q: Project) -> Project:
+        q.run_id = me
+        return q
+
+    return store.update(project, take)
+
+
+def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int, me: str, retry: int = 0) -> Step:
+    """Suspend for a decision (or, on re-entry, read the answer given); returns where it leads."""
+    logger = get_run_logger()
+    p = store.get(project)
+    spec = p.definition.stage(stage)
+    key = decision_key(stage, attempt, when, retry)
+    if p.waiting is None or p.waiting.key != key:
+        pending = PendingDecision(
+            key=key, stage=stage, when=when, attempt=attempt, retry=retry, run_id=me, asked=p.updated
+        )
+
+        def wait(q: Project) -> Project:
+            q.waiting = pending
+            return q
+
+        store.update(project, wait)
+        store.set_status(project, ProjectStatus.WAITING, f"waiting for a decision {when} {stage} in the Prefect UI")
+    form = decision_form(p.definition, stage, when, spec.approval.description)
+    answer = cast(Decision, suspend_flow_run(wait_for_input=form, key=key))  # exits the process until answered
+    decision = Decision.model_validate(answer.model_dump(include=set(Decision.model_fields)))
+    step = next_step(p.definition, stage, when, decision)
+
+    def answered(q: Project) -> Project:
+        q.waiting = None
+        if decision.comment:
+            done = q.attempts_of(stage)
+            if done:
+                done[-1].comment = "; ".join(x for x in (done[-1].comment, decision.comment) if x)
+        return q
+
+    store.update(project, answered)
+    store.set_status(project, ProjectStatus.RUNNING, f"{decision.action} after the decision {when} {stage}")
+    logger.info("%s: decision %s %s: %s %s", project, when, stage, decision.action, decision.model_dump())
+    if step.problem:
+        logger.warning("%s: refused answer (%s); asking again", project, step.problem)
+        return _ask(store, project, stage, when, attempt, me, retry + 1)
+    return step.model_copy(update={"approved": when == "before" and step.stage == stage})
+
+
+@flow(name="pipeline-run")
+def pipeline_run(
+    project: str,
+    start_stage: str | None = None,
+    pause_after: bool = False,
+    env: dict[str, str] | None = None,
+    store_block: str = "local",
+) -> str:
+    """Run ``project`` from ``start_stage`` (default: where it stopped); with ``pause_after``, pause after it."""
+    logger = get_run_logger()
+    store = load_block(PipelineStore, store_block).projects()
+    me = str(flow_run.id)
+    p = store.get(project)
+    if p.waiting is not None and p.waiting.run_id == me:
+        w = p.waiting
+        step = _ask(store, project, w.stage, w.when, w.attempt, me, w.retry)
+    else:
+        p = _claim(store, project, me)
+        step = Step(stage=start_stage or first_stage(p), env=env or {})
+        store.set_status(project, ProjectStatus.RUNNING, f"run {me} started at {step.stage}")
+    while True:
+        if step.stop:
+            return _pause(store, project, "stopped by a decision in the approval form")
+        if step.stage is None:
+            store.set_status(project, ProjectStatus.FINISHED, "every stage done")
+            return "FINISHED"
+        stage = step.stage
+        p = store.get(project)
+        if p.pause_requested:
+            return _pause(store, project, f"paused on request before {stage}")
+        spec = p.definition.stage(stage)
+        if spec.approval.mode == "before" and not step.approved:
+            step = _ask(store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
+            continue
+        if not online_workers(spec.pool):
+            return _pause(
+                store, project,
+                f"no fitting node: no worker of work pool {spec.pool!r} is online for {stage} "
+                f"({spec.resources.gpus} GPU(s), {spec.resources.cpus:g} CPU(s))",
+            )  # fmt: skip
+        logger.info("%s: %s on pool %s with env %s", project, stage, spec.pool, step.env)
+        child = run_deployment(
+            stage_deployment(spec.pool),
+            parameters={"project": project, "stage": stage, "env": step.env, "store_block": store_block},
+            as_subflow=True,
+            timeout=None,
+            poll_interval=1,
+        )
+        p = store.get(project)
+        if p.running_attempts():  # the stage's run ended without closing its attempt: its process died
+            state = getattr(child, "state", None)
+            store.recover_stale(project, f"stage-run ended {state.name if state else 'unknown'} mid-stage")
+        p = store.get(project)
+        last = p.attempts_of(stage)[-1] if p.attempts_of(stage) else None
+        if last is None or last.outcome != AttemptOutcome.SUCCEEDED:
+            what = last.outcome.value if last and last.outcome else "did not start"
+            return _pause(store, project, f"{stage} attempt {last.attempt if last else '?'}: {what}")
+        if spec.approval.mode == "after":
+            step = _ask(store, project, stage, "after", last.attempt, me)
+        else:
+            step = Step(stage=p.definition.next_stage(stage))
+        if pause_after and stage == start_stage:
+            return _pause(store, project, f"paused after {stage} as asked at start")
+

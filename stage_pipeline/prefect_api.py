@@ -1,0 +1,94 @@
+"""The Prefect side of staged pipelines: start runs, answer approval forms, see workers; one function per verb.
+
+The CLI (`opsflow project ...`) and the flows call these; the project's own state lives in the store
+(:mod:`stage_pipeline.store`), never in Prefect. Deployments: ``pipeline-run/pipeline-run`` (the project run) and
+``stage-run/cpu`` / ``stage-run/gpu`` (one stage attempt on the pool its resources ask for).
+
+Example:
+    >>> stage_deployment("gpu")
+    'stage-run/gpu'
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, WorkerStatus
+from prefect.states import Crashed
+
+from stage_pipeline.steps import Decision
+
+PIPELINE_DEPLOYMENT = "pipeline-run/pipeline-run"
+
+
+def stage_deployment(pool: str) -> str:
+    """The deployment of the stage flow on work pool ``pool`` (its name is the pool's)."""
+    return f"stage-run/{pool}"
+
+
+def online_workers(pool: str) -> list[str]:
+    """Names of the workers of ``pool`` the server sees ONLINE (heartbeat within its window); [] for no pool."""
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            workers = client.read_workers_for_work_pool(work_pool_name=pool)
+        except ObjectNotFound:
+            return []
+    return [w.name for w in workers if w.status == WorkerStatus.ONLINE]
+
+
+def start_pipeline_run(
+    project: str,
+    start_stage: str | None = None,
+    pause_after: bool = False,
+    env: dict[str, str] | None = None,
+    store_block: str = "local",
+) -> FlowRun:
+    """Create a `pipeline-run` flow run for ``project`` (returns at once; the cpu pool's worker runs it)."""
+    from prefect.deployments import run_deployment
+
+    parameters: dict[str, Any] = {
+        "project": project,
+        "start_stage": start_stage,
+        "pause_after": pause_after,
+        "env": env or {},
+        "store_block": store_block,
+    }
+    run = run_deployment(PIPELINE_DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False)
+    return cast(FlowRun, run)
+
+
+def answer(run_id: str, decision: Decision) -> None:
+    """Resume a run suspended for a decision, with ``decision`` as the form's input.
+
+    Raises RuntimeError with the server's reason when the input is refused (the run then stays suspended).
+    """
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True))
+
+
+def flow_run_state(run_id: str) -> str | None:
+    """The state type of a flow run (e.g. ``"PAUSED"``, ``"RUNNING"``), None if unknown."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    return run.state.type.value if run.state else None
+
+
+def mark_crashed(run_id: str, message: str) -> None:
+    """Move a flow run whose process is gone (found by a stale heartbeat) to Crashed, so the UI tells the truth."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+
+def cancel(run_id: str) -> None:
+    """Cancel a flow run (its worker kills the process)."""
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(run_id), Cancelling(), force=True)

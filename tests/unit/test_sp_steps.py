@@ -1,0 +1,68 @@
+"""Where a pipeline run goes next, and the approval form's schema (what the Prefect server validates against)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from flows.pipeline_run import decision_form
+from stage_pipeline.definition import parse_definition
+from stage_pipeline.models import AttemptOutcome, Project
+from stage_pipeline.steps import Decision, Step, decision_key, first_stage, next_step
+
+DEFN = parse_definition(
+    "name: p\nstages:\n  - {name: a, command: [x]}\n  - {name: b, command: [y]}\n  - {name: c, command: [z]}\n"
+)
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("when", "decision", "step"),
+    [
+        ("after", Decision(action="continue"), Step(stage="c")),
+        ("before", Decision(action="continue", env={"K": "v"}), Step(stage="b", env={"K": "v"})),
+        ("after", Decision(action="redo", env={"K": "v"}), Step(stage="b", env={"K": "v"})),
+        ("after", Decision(action="goto", goto_stage="a", env={"X": "1"}), Step(stage="a", env={"X": "1"})),
+        ("after", Decision(action="stop"), Step(stage=None, stop=True)),
+        ("after", Decision(action="goto"), Step(stage=None, problem="goto needs goto_stage")),
+        ("after", Decision(action="goto", goto_stage="zz"), Step(stage=None, problem="no stage 'zz' in p")),
+    ],
+)
+def test_next_step(when: str, decision: Decision, step: Step) -> None:
+    assert next_step(DEFN, "b", when, decision) == step  # type: ignore[arg-type]
+
+
+def test_continue_after_the_last_stage_ends_the_run() -> None:
+    assert next_step(DEFN, "c", "after", Decision()) == Step(stage=None)
+
+
+def test_first_stage_is_where_the_project_stopped() -> None:
+    p = Project.new("x", DEFN, "", T)
+    assert first_stage(p) == "a"
+    p.begin_attempt("a", {}, T)
+    assert first_stage(p) == "a"  # running / failed: again
+    p.end_attempt("a", 1, AttemptOutcome.FAILED, 1, [], T)
+    assert first_stage(p) == "a"
+    p.begin_attempt("a", {}, T)
+    p.end_attempt("a", 2, AttemptOutcome.SUCCEEDED, 0, [], T)
+    assert first_stage(p) == "b"
+
+
+def test_decision_keys_differ_per_attempt_moment_and_retry() -> None:
+    keys = {decision_key("a", 1, "after"), decision_key("a", 2, "after"), decision_key("a", 1, "before"),
+            decision_key("a", 1, "after", 1)}  # fmt: skip
+    assert len(keys) == 4
+
+
+def test_form_schema_limits_actions_and_stages_to_the_definition() -> None:
+    form = decision_form(DEFN, "b", "after", "Check the output")
+    schema = form.model_json_schema()
+    props = schema["properties"]
+    assert props["action"]["enum"] == ["continue", "redo", "goto", "stop"]
+    assert props["goto_stage"]["enum"] == ["a", "b", "c"] and props["goto_stage"]["default"] == "b"
+    assert schema.get("additionalProperties") is False  # unknown fields refused
+    assert "Check the output" in (form._description or "")
+    assert form.model_validate({"action": "goto", "goto_stage": "c"}).model_dump()["goto_stage"] == "c"
+    with pytest.raises(ValueError):
+        form.model_validate({"action": "goto", "goto_stage": "nope"})
