@@ -14,6 +14,7 @@ pauses it too. `opsflow project resume` starts a new run from where it stopped (
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Literal, cast
 
 from prefect import flow, get_run_logger
@@ -59,8 +60,11 @@ def _pause(store: ProjectStore, project: str, reason: str) -> str:
     return f"PAUSED: {reason}"
 
 
-def _claim(store: ProjectStore, project: str, me: str) -> Project:
-    """Make this run the project's driver: close attempts whose worker is gone, refuse if one is alive."""
+def _claim(store: ProjectStore, project: str, me: str, start: str | None) -> Project:
+    """Make this run the project's driver: close attempts whose worker is gone, refuse if one is alive.
+
+    One store update closes the lost attempts and marks the project RUNNING, so nobody sees it PAUSED between.
+    """
     p = store.get(project)
     for attempt in p.running_attempts():
         beat = store.heartbeat_path(project, attempt.stage, attempt.attempt)
@@ -72,20 +76,22 @@ def _claim(store: ProjectStore, project: str, me: str) -> Project:
             )
         if attempt.run_id:
             mark_crashed(attempt.run_id, f"no heartbeat for {age:.0f} s: its worker is gone")
-    if p.running_attempts():
-        store.recover_stale(project, "its worker stopped during the stage (no heartbeat)")
-    if p.waiting is not None and p.waiting.run_id != me:
-        if flow_run_state(p.waiting.run_id) == "PAUSED":
-            raise RuntimeError(
-                f"{project}: run {p.waiting.run_id} waits for a decision on {p.waiting.stage}; answer its form "
-                "(opsflow project resume answers it)"
-            )
-        store.update(project, lambda q: setattr(q, "waiting", None))
+    if p.waiting is not None and p.waiting.run_id != me and flow_run_state(p.waiting.run_id) == "PAUSED":
+        raise RuntimeError(
+            f"{project}: run {p.waiting.run_id} waits for a decision on {p.waiting.stage}; answer its form "
+            "(opsflow project resume answers it)"
+        )
     if p.run_id and p.run_id != me and flow_run_state(p.run_id) == "RUNNING":
         mark_crashed(p.run_id, "superseded: its project was resumed by another run")
 
     def take(q: Project) -> Project:
+        now = datetime.now(UTC)
+        if q.running_attempts():
+            q.mark_lost("its worker stopped during the stage (no heartbeat)", now)
+        if q.waiting is not None and q.waiting.run_id != me:
+            q.waiting = None  # its run is no longer suspended (cancelled, crashed): nobody will answer it
         q.run_id = me
+        q.set_status(ProjectStatus.RUNNING, f"run {me} started at {start or first_stage(q)}", now)
         return q
 
     return store.update(project, take)
@@ -147,9 +153,8 @@ def pipeline_run(
         w = p.waiting
         step = _ask(store, project, w.stage, w.when, w.attempt, me, w.retry)
     else:
-        p = _claim(store, project, me)
+        p = _claim(store, project, me, start_stage)
         step = Step(stage=start_stage or first_stage(p), env=env or {})
-        store.set_status(project, ProjectStatus.RUNNING, f"run {me} started at {step.stage}")
     while True:
         if step.stop:
             return _pause(store, project, "stopped by a decision in the approval form")
