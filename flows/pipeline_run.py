@@ -26,7 +26,7 @@ from pydantic import Field, create_model
 
 from blocks import PipelineStore, load_block
 from stage_pipeline.definition import PipelineDefinition
-from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus
+from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus, StageState
 from stage_pipeline.prefect_api import flow_run_state, mark_crashed, online_workers, stage_deployment
 from stage_pipeline.steps import Decision, Step, When, decision_key, first_stage, next_step
 from stage_pipeline.store import ProjectStore
@@ -53,10 +53,18 @@ def decision_form(definition: PipelineDefinition, stage: str, when: When, descri
     return model.with_initial_data(description=f"{text}\n\n{description}".strip())
 
 
-def _pause(store: ProjectStore, project: str, reason: str) -> str:
+def _pause(store: ProjectStore, project: str, reason: str, before: str | None = None) -> str:
+    """Pause the project; ``before``: the stage it stopped in front of, which is then PAUSED (req. 1460)."""
     get_run_logger().info("%s paused: %s", project, reason)
-    store.update(project, lambda p: setattr(p, "pause_requested", False))
-    store.set_status(project, ProjectStatus.PAUSED, reason)
+
+    def pause(p: Project) -> Project:
+        p.pause_requested = False
+        if before is not None and p.stages.get(before) != StageState.RUNNING:
+            p.stages[before] = StageState.PAUSED
+        p.set_status(ProjectStatus.PAUSED, reason, datetime.now(UTC))
+        return p
+
+    store.update(project, pause)
     return f"PAUSED: {reason}"
 
 
@@ -110,6 +118,8 @@ def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int
 
         def wait(q: Project) -> Project:
             q.waiting = pending
+            if when == "before":
+                q.stages[stage] = StageState.PAUSED  # it waits for its go
             return q
 
         store.update(project, wait)
@@ -157,14 +167,14 @@ def pipeline_run(
         step = Step(stage=start_stage or first_stage(p), env=env or {})
     while True:
         if step.stop:
-            return _pause(store, project, "stopped by a decision in the approval form")
+            return _pause(store, project, "stopped by a decision in the approval form", before=step.stage)
         if step.stage is None:
             store.set_status(project, ProjectStatus.FINISHED, "every stage done")
             return "FINISHED"
         stage = step.stage
         p = store.get(project)
         if p.pause_requested:
-            return _pause(store, project, f"paused on request before {stage}")
+            return _pause(store, project, f"paused on request before {stage}", before=stage)
         spec = p.definition.stage(stage)
         if spec.approval.mode == "before" and not step.approved:
             step = _ask(store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
@@ -173,7 +183,7 @@ def pipeline_run(
             return _pause(
                 store, project,
                 f"no fitting node: no worker of work pool {spec.pool!r} is online for {stage} "
-                f"({spec.resources.gpus} GPU(s), {spec.resources.cpus:g} CPU(s))",
+                f"({spec.resources.gpus} GPU(s), {spec.resources.cpus:g} CPU(s))", before=stage,
             )  # fmt: skip
         logger.info("%s: %s on pool %s with env %s", project, stage, spec.pool, step.env)
         child = run_deployment(
@@ -197,5 +207,5 @@ def pipeline_run(
         else:
             step = Step(stage=p.definition.next_stage(stage))
         if pause_after and stage == start_stage:
-            return _pause(store, project, f"paused after {stage} as asked at start")
+            return _pause(store, project, f"paused after {stage} as asked at start", before=step.stage)
 

@@ -119,7 +119,7 @@ def video_tracking(cfg: StackConfig, echo: Callable[[str], None], timeout_s: flo
     """Create a video-tracking project, run it to its first approval and leave it waiting there in the UI."""
     from blocks import PipelineStore, load_block
     from stage_pipeline.models import ProjectStatus
-    from stage_pipeline.prefect_api import start_pipeline_run
+    from stage_pipeline.prefect_api import start_pipeline_run, wait_for_form
 
     store = load_block(PipelineStore, "local")
     definition = Path(__file__).resolve().parents[1] / "examples" / "video_tracking" / "pipeline.yaml"
@@ -134,7 +134,7 @@ def video_tracking(cfg: StackConfig, echo: Callable[[str], None], timeout_s: flo
     while time.monotonic() < deadline and p.status not in (ProjectStatus.WAITING, ProjectStatus.PAUSED):
         time.sleep(2)
         p = projects.get(name)
-    if p.status != ProjectStatus.WAITING or p.waiting is None:
+    if p.status != ProjectStatus.WAITING or p.waiting is None or not wait_for_form(p.waiting.run_id):
         echo(f"video tracking: {name} did not reach its approval: {p.status.value} {p.reason}")
         return False
     url = f"http://127.0.0.1:{cfg.prefect_port}/runs/flow-run/{p.waiting.run_id}"

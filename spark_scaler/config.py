@@ -139,8 +139,8 @@ Backend = Literal["local", "docker", "swarm"]
 class OpsflowConfig(_Section):
     """``opsflow:`` — our keys. Without the section, these defaults (our policy) apply.
 
-    The policy defaults are provisional until ``benchmarks/autoscale.py`` chooses them; ``thesis_policy`` turns
-    every switch off.
+    The policy defaults are what ``benchmarks/autoscale.py`` chose (variant runs on the bursty workload: a 30 s
+    down window or a 20 s warm-up kept idle workers through the gaps); ``thesis_policy`` turns every switch off.
     """
 
     backend: Backend = Field(
@@ -174,12 +174,12 @@ class OpsflowConfig(_Section):
         default=0, ge=0, description="Scale out only to the LOWEST desired count of this window (0: at once)"
     )
     scale_down_stabilization_seconds: float = Field(
-        default=30,
+        default=0,
         ge=0,
         description="Scale in only to the HIGHEST desired count of this window, and only once it is covered",
     )
     warmup_seconds: float = Field(
-        default=20,
+        default=10,
         ge=0,
         description="A worker younger than this is warming up: its capacity counts as on its way, metric "
         "readings are not trusted (heat frozen) until every worker is warm",

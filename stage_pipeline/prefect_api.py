@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 from uuid import UUID
 
@@ -61,13 +62,42 @@ def start_pipeline_run(
     return cast(FlowRun, run)
 
 
-def answer(run_id: str, decision: Decision) -> None:
+def form_ready(run_id: str) -> bool:
+    """Whether the run is suspended AND its form is saved: the project says WAITING a moment before that."""
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        keyset = run.state.state_details.run_input_keyset if run.state and run.state.is_paused() else None
+        if not keyset:
+            return False
+        try:
+            client.read_flow_run_input(UUID(run_id), keyset["schema"])
+        except (ObjectNotFound, PrefectHTTPStatusError):  # 404 until the suspending run has saved it
+            return False
+    return True
+
+
+def wait_for_form(run_id: str, timeout_s: float = 60.0) -> bool:
+    """Wait (bounded) until :func:`form_ready`; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not form_ready(run_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def answer(run_id: str, decision: Decision, timeout_s: float = 60.0) -> None:
     """Resume a run suspended for a decision, with ``decision`` as the form's input.
 
-    Raises RuntimeError with the server's reason when the input is refused (the run then stays suspended).
+    Waits up to ``timeout_s`` for the form to exist. Raises RuntimeError with the server's reason when the input
+    is refused (the run then stays suspended).
     """
     from prefect.flow_runs import resume_flow_run
 
+    if not wait_for_form(run_id, timeout_s):
+        raise RuntimeError(f"flow run {run_id} shows no form to answer within {timeout_s:.0f} s")
     resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True))
 
 

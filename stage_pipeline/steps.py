@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -91,7 +93,14 @@ def next_step(definition: PipelineDefinition, stage: str, when: When, decision: 
 def decision_key(stage: str, attempt: int, when: When, retry: int = 0) -> str:
     """The suspend key of one decision point (unique per stage attempt; a refused answer asks again).
 
+    Prefect's input keys allow only lowercase letters, digits and dashes, and stage names may hold underscores:
+    the name is made safe and a short hash of the real name keeps ``a_b`` and ``a-b`` apart.
+
     >>> decision_key("detect", 2, "after")
-    'detect-2-after'
+    'detect-2b6645-2-after'
+    >>> decision_key("reference_points", 1, "before", retry=1)
+    'reference-points-ecea47-1-before-1'
     """
-    return f"{stage}-{attempt}-{when}" + (f"-{retry}" if retry else "")
+    safe = re.sub(r"[^a-z0-9-]", "-", stage.lower())
+    digest = hashlib.sha1(stage.encode()).hexdigest()[:6]
+    return f"{safe}-{digest}-{attempt}-{when}" + (f"-{retry}" if retry else "")

@@ -41,7 +41,7 @@ def workspace_file(projects: ProjectStore, name: str, stage: str, attempt: int, 
 
 
 TWO_STAGES = """\
-- name: first
+- name: first_step
   command: [sh, -c, 'echo "made by first: $GREETING" > data.txt; echo frame 1/2; echo frame 2/2']
   env: {GREETING: hello}
   approval: {mode: after, description: Check data.txt}
@@ -55,7 +55,7 @@ def test_approval_round_trip_refuses_invalid_input_then_continues(pipelines: Pip
     projects = new_project(pipelines, "approve1", "approve")
     start_pipeline_run("approve1")
     p = wait_for(projects, "approve1", status_is(ProjectStatus.WAITING))
-    assert p.waiting is not None and p.waiting.stage == "first" and p.waiting.when == "after"
+    assert p.waiting is not None and p.waiting.stage == "first_step" and p.waiting.when == "after"
     assert wait_until(lambda: flow_run_state(p.waiting.run_id) == "PAUSED", timeout_s=30)  # type: ignore[union-attr]
     run_id = p.waiting.run_id
     # Refused by the server against the form's schema: an unknown action, a stage the pipeline does not have.
@@ -70,7 +70,7 @@ def test_approval_round_trip_refuses_invalid_input_then_continues(pipelines: Pip
     p = wait_for(projects, "approve1", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED))
     assert p.status == ProjectStatus.FINISHED, p.reason
     assert [(a.stage, a.outcome) for a in p.history] == [
-        ("first", AttemptOutcome.SUCCEEDED),
+        ("first_step", AttemptOutcome.SUCCEEDED),
         ("second", AttemptOutcome.SUCCEEDED),
     ]
     assert p.history[0].comment == "looks right"
@@ -92,13 +92,15 @@ def test_redo_with_changed_env_keeps_the_old_attempt_then_resume_from_an_earlier
     p = wait_for(projects, "redo1", lambda q: q.status == ProjectStatus.WAITING and len(q.history) == 2)
     answer(p.waiting.run_id, Decision(action="stop"))  # type: ignore[union-attr]
     p = wait_for(projects, "redo1", status_is(ProjectStatus.PAUSED))
-    first, again = p.attempts_of("first")
+    first, again = p.attempts_of("first_step")
     assert first.env["GREETING"] == "hello" and again.env["GREETING"] == "again"
-    assert workspace_file(projects, "redo1", "first", 1, "data.txt").read_text() == "made by first: hello\n"
-    assert workspace_file(projects, "redo1", "first", 2, "data.txt").read_text() == "made by first: again\n"
+    assert workspace_file(projects, "redo1", "first_step", 1, "data.txt").read_text() == "made by first: hello\n"
+    assert workspace_file(projects, "redo1", "first_step", 2, "data.txt").read_text() == "made by first: again\n"
     # Resume from the first stage again (a paused project: a new run), then stop at its form.
-    start_pipeline_run("redo1", start_stage="first")
-    p = wait_for(projects, "redo1", lambda q: q.status == ProjectStatus.WAITING and len(q.attempts_of("first")) == 3)
+    start_pipeline_run("redo1", start_stage="first_step")
+    p = wait_for(
+        projects, "redo1", lambda q: q.status == ProjectStatus.WAITING and len(q.attempts_of("first_step")) == 3
+    )
     answer(p.waiting.run_id, Decision(action="goto", goto_stage="second"))  # type: ignore[union-attr]
     p = wait_for(projects, "redo1", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED))
     assert p.status == ProjectStatus.FINISHED and p.stages["second"] == StageState.SUCCEEDED
@@ -119,7 +121,7 @@ def test_pause_after_the_current_stage_then_resume(pipelines: PipelineStore) -> 
     wait_for(projects, "pause1", lambda q: q.stages["slow"] == StageState.RUNNING)
     projects.request_pause("pause1")
     p = wait_for(projects, "pause1", status_is(ProjectStatus.PAUSED))
-    assert p.stages == {"slow": StageState.SUCCEEDED, "after": StageState.PENDING}
+    assert p.stages == {"slow": StageState.SUCCEEDED, "after": StageState.PAUSED}
     assert "paused on request" in p.reason and not p.pause_requested
     start_pipeline_run("pause1")
     p = wait_for(projects, "pause1", status_is(ProjectStatus.FINISHED))
@@ -148,7 +150,7 @@ def test_a_gpu_stage_without_a_gpu_worker_pauses_with_no_fitting_node(pipelines:
     start_pipeline_run("gpu1")
     p = wait_for(projects, "gpu1", status_is(ProjectStatus.PAUSED))
     assert p.reason.startswith("no fitting node") and "'gpu'" in p.reason
-    assert p.history == []
+    assert p.history == [] and p.stages["train"] == StageState.PAUSED
 
 
 def test_a_stage_cannot_modify_an_earlier_stage_output(pipelines: PipelineStore) -> None:

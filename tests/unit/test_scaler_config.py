@@ -140,7 +140,7 @@ def test_presets_switch_everything_and_leave_the_rest() -> None:
     assert ours.opsflow.scale_in == "graceful"
     assert ours.opsflow.demand_signals is True
     assert ours.opsflow.tolerance == OpsflowConfig().tolerance > 0
-    assert ours.opsflow.scale_down_stabilization_seconds == OpsflowConfig().scale_down_stabilization_seconds > 0
+    assert ours.opsflow.warmup_seconds == OpsflowConfig().warmup_seconds > 0
     tuned = our_policy(cfg, OpsflowConfig(scale_down_stabilization_seconds=7, warmup_seconds=3))
     assert (tuned.opsflow.scale_down_stabilization_seconds, tuned.opsflow.warmup_seconds) == (7, 3)
     assert cfg == load_config(EXAMPLE)  # the input is not changed

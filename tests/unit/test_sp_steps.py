@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -53,6 +54,9 @@ def test_decision_keys_differ_per_attempt_moment_and_retry() -> None:
     keys = {decision_key("a", 1, "after"), decision_key("a", 2, "after"), decision_key("a", 1, "before"),
             decision_key("a", 1, "after", 1)}  # fmt: skip
     assert len(keys) == 4
+    # Prefect's input keys: lowercase letters, digits and dashes only; stage names may hold underscores.
+    a, b = decision_key("a_b", 1, "after"), decision_key("a-b", 1, "after")
+    assert a != b and all(re.fullmatch(r"[a-z0-9-]+", k) for k in (a, b))
 
 
 def test_form_schema_limits_actions_and_stages_to_the_definition() -> None:
