@@ -17,32 +17,47 @@ from typing import Any
 import yaml
 
 
-class YamlProblem(ValueError):
-    """A YAML file that does not parse; ``line`` is 1-based."""
+class YamlProblems(ValueError):
+    """A YAML document that is not a mapping of unique keys; ``problems`` holds (line, field, message)."""
 
-    def __init__(self, line: int, message: str) -> None:
-        self.line = line
-        super().__init__(message)
+    def __init__(self, problems: list[tuple[int, str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{line}: {field}: {msg}" for line, field, msg in problems))
 
 
-def compose_and_load(text: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the plain data of one YAML document, parsed once.
+def load_mapping(text: str, empty: str, not_a_mapping: str) -> tuple[yaml.Node, dict[str, Any]]:
+    """The node tree (for line numbers) and the data of a YAML document that must be a mapping, parsed once.
 
-    >>> node, data = compose_and_load("a: 1")
+    Syntax errors, an empty document (message ``empty``), another kind of document (``not_a_mapping``) and keys
+    given twice raise :class:`YamlProblems`.
+
+    >>> node, data = load_mapping("a: 1", "empty", "not a mapping")
     >>> data, node.start_mark.line
     ({'a': 1}, 0)
+    >>> load_mapping("- 1", "empty", "not a mapping")
+    Traceback (most recent call last):
+    ...
+    opsflow.yaml_lines.YamlProblems: 1: (file): not a mapping
     """
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise YamlProblem(mark.line + 1 if mark else 1, str(exc.problem or exc)) from None
+        raise YamlProblems([(mark.line + 1 if mark else 1, "(yaml)", str(exc.problem or exc))]) from None
     except yaml.YAMLError as exc:
-        raise YamlProblem(1, str(exc)) from None
+        raise YamlProblems([(1, "(yaml)", str(exc))]) from None
     finally:
         loader.dispose()
+    if node is None:
+        raise YamlProblems([(1, "(file)", empty)])
+    if not isinstance(data, dict):
+        raise YamlProblems([(node.start_mark.line + 1, "(file)", not_a_mapping)])
+    duplicates = duplicate_keys(node)
+    if duplicates:
+        raise YamlProblems(duplicates)
+    return node, data
 
 
 def key_text(node: yaml.Node) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from opsflow.yaml_lines import YamlProblem, compose_and_load, duplicate_keys, line_of
+from opsflow.yaml_lines import YamlProblems, line_of, load_mapping
 
 #: Listing 6.6 of the seed (the thesis's configuration for scaling a Docker service), verbatim in content.
 EXAMPLE_THESIS_YAML = """\
@@ -243,16 +243,11 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
     spark_scaler.config.ConfigError: <config>:2: general.interval_seconds: Input should be greater than 0 (got 0)
     """
     try:
-        node, data = compose_and_load(text)
-    except YamlProblem as exc:
-        raise ConfigError(source, [(exc.line, "(yaml)", str(exc))]) from None
-    if node is None:
-        raise ConfigError(source, [(1, "(file)", "empty; expected the sections general, metrics and worker")])
-    if not isinstance(data, dict):
-        raise ConfigError(source, [(node.start_mark.line + 1, "(file)", "expected a mapping of sections")])
-    duplicates = duplicate_keys(node)
-    if duplicates:
-        raise ConfigError(source, duplicates)
+        node, data = load_mapping(
+            text, "empty; expected the sections general, metrics and worker", "expected a mapping of sections"
+        )
+    except YamlProblems as exc:
+        raise ConfigError(source, exc.problems) from None
     try:
         return ScalerConfig.model_validate(data)
     except ValidationError as exc:

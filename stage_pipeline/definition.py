@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from opsflow.yaml_lines import YamlProblem, compose_and_load, duplicate_keys, line_of
+from opsflow.yaml_lines import YamlProblems, line_of, load_mapping
 from stage_pipeline.logscan import DEFAULT_ERROR_REGEX, progress_groups_ok
 
 #: Pipeline, stage and project names: safe as a file or directory name and in a Prefect parameter.
@@ -245,17 +245,11 @@ def parse_definition(
     ``expected_name`` (the file's stem) must equal the definition's ``name`` when given.
     """
     try:
-        node, data = compose_and_load(text)
-    except YamlProblem as exc:
-        raise DefinitionError(source_name, [(exc.line, "(yaml)", str(exc))]) from None
-    if node is None:
-        raise DefinitionError(source_name, [(1, "(file)", "empty; expected a mapping with name and stages")])
-    if not isinstance(data, dict):
-        line = node.start_mark.line + 1
-        raise DefinitionError(source_name, [(line, "(file)", "expected a mapping with name and stages")])
-    duplicates = duplicate_keys(node)
-    if duplicates:
-        raise DefinitionError(source_name, duplicates)
+        node, data = load_mapping(
+            text, "empty; expected a mapping with name and stages", "expected a mapping with name and stages"
+        )
+    except YamlProblems as exc:
+        raise DefinitionError(source_name, exc.problems) from None
     try:
         definition = PipelineDefinition.model_validate(data)
     except ValidationError as exc:

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import pytest
 
+from opsflow.adapters.spark import MasterState, SparkMaster
 from opsflow.stack.base import Component, StackError
 
 T = TypeVar("T")
@@ -41,3 +42,14 @@ def start_or_unavailable(component: Component) -> None:
     except StackError as exc:
         component.stop()
         unavailable(f"{component.name} did not start: {exc}")
+
+
+def wait_for_state(master: SparkMaster, check: Callable[[MasterState], bool], within_s: float = 90.0) -> MasterState:
+    """Poll a Spark master until ``check`` holds (workers register and change state asynchronously); bounded,
+    returns the last state either way."""
+    deadline = time.monotonic() + within_s
+    while True:
+        state = master.state()
+        if check(state) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)

@@ -32,6 +32,7 @@ from opsflow.files import atomic_write_text
 from opsflow.stack.base import Component
 from opsflow.stack.config import StackConfig
 from opsflow.stack.process import ProcessSpec
+from opsflow.stack.spark import EXECUTOR_CLASS, MASTER_CLASS, WORKER_CLASS
 
 SCRAPE_INTERVAL = "5s"
 RETENTION = "2d"
@@ -43,9 +44,6 @@ GROUP_EXECUTOR = "spark-executor"
 GROUP_PYTHON = "spark-python"  # PySpark's Python daemon and the workers it forks
 GROUP_METRICS = "opsflow-metrics"
 
-MASTER_CLASS = "org.apache.spark.deploy.master.Master"
-WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 
 #: pyspark.daemon forks the Python workers (same command line); without the daemon they run pyspark.worker.
 PYSPARK_WORKER_RE = r"\s-m\s+pyspark\.(daemon|worker)\b"

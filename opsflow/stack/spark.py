@@ -84,6 +84,11 @@ def metrics_properties() -> str:
     )
 
 
+#: Main classes of Spark's standalone daemons and executors (spark-class arguments, process matching).
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+
 PYSPARK_MARK_OPTION = "opsflow_spark"
 
 
@@ -184,7 +189,7 @@ class SparkComponent(Component):
     def master_spec(self) -> ProcessSpec:
         argv = [
             f"{self.spark_home}/bin/spark-class",
-            "org.apache.spark.deploy.master.Master",
+            MASTER_CLASS,
             "--host", "127.0.0.1",
             "--port", str(self.cfg.spark_master_port),
             "--webui-port", str(self.cfg.spark_master_ui_port),
@@ -202,7 +207,7 @@ class SparkComponent(Component):
         }
         argv = [
             f"{self.spark_home}/bin/spark-class",
-            "org.apache.spark.deploy.worker.Worker",
+            WORKER_CLASS,
             "--host", host,
             "--webui-port", str(self.cfg.spark_worker_ui_base_port + index),
             "--cores", str(self.cfg.spark_worker_cores),

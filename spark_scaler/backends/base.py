@@ -45,8 +45,6 @@ from spark_scaler.models import WorkerRef
 LIVE_STATES = ("ALIVE", "DECOMMISSIONED")
 #: The ``SigCgt`` bit of SIGPWR (signal 30 on x86-64 and arm64: bit 29).
 SIGPWR_MASK = 1 << (int(signal.SIGPWR) - 1)
-#: Command-line marker of a Spark executor JVM (standalone mode).
-EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 #: Lines of an executor's log (Spark 4.x, INFO): it registered with its driver; it started decommissioning.
 REGISTERED_MARKER = "Successfully registered with driver"
 DECOMMISSIONING_MARKER = "Decommission executor"

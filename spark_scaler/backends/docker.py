@@ -38,10 +38,9 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 
 from opsflow.adapters.docker_engine import DockerEngine, bind_specs
 from opsflow.adapters.spark import SparkError, SparkMaster
-from opsflow.stack.spark import DAEMON_JVM_FLAGS, DAEMON_MEMORY, worker_host
+from opsflow.stack.spark import DAEMON_JVM_FLAGS, DAEMON_MEMORY, EXECUTOR_CLASS, WORKER_CLASS, worker_host
 from spark_scaler.backends.base import (
     DECOMMISSIONING_MARKER,
-    EXECUTOR_CLASS,
     EXECUTOR_GRACE_S,
     REGISTERED_MARKER,
     SIGPWR_MASK,
@@ -61,7 +60,6 @@ LABEL_SCOPE = "opsflow.spark.worker"
 LABEL_INDEX = "opsflow.spark.index"
 LABEL_HOST = "opsflow.spark.host"
 LABEL_GPU = "opsflow.spark.gpu"
-WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 #: Where a pinned container's discovery script is copied before it starts (the root exists in every image).
 GPU_SCRIPT_PATH = "/opsflow-gpu-discovery.sh"
 #: Run in the container on every poll of a graceful stop (needs sh, cat, grep, sed, kill: busybox has them).

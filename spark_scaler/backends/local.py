@@ -27,9 +27,8 @@ from opsflow.adapters.spark import SparkError, SparkMaster
 from opsflow.files import atomic_write_text
 from opsflow.stack.config import StackConfig
 from opsflow.stack.process import exit_code, log_file, port_owner, running_process, start_process, stop_process, tail
-from opsflow.stack.spark import SparkComponent, worker_host, worker_key
+from opsflow.stack.spark import EXECUTOR_CLASS, SparkComponent, worker_host, worker_key
 from spark_scaler.backends.base import (
-    EXECUTOR_CLASS,
     EXECUTOR_GRACE_S,
     GPU_ENV_VAR,
     BackendError,

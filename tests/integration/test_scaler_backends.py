@@ -51,7 +51,7 @@ from spark_scaler.backends.local import executor_log, executor_processes
 from spark_scaler.gpus import GpuInventory
 from spark_scaler.metrics import DEFAULT_QUERIES, MASTER_QUERIES, observe
 from spark_scaler.models import WorkerRef
-from tests.support import start_or_unavailable, wait_until
+from tests.support import start_or_unavailable, wait_for_state, wait_until
 
 PORT_OFFSET = 25000
 DOCKER_PREFIX = "opsflow-scaler-test"
@@ -149,15 +149,6 @@ def docker_backend(cfg: StackConfig, spark: SparkComponent, podman: PodmanCompon
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-def wait_for_state(master: SparkMaster, check: Callable[[MasterState], bool], within_s: float = 90.0) -> MasterState:
-    deadline = time.monotonic() + within_s
-    while True:
-        state = master.state()
-        if check(state) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.5)
-
-
 def alive_hosts(state: MasterState) -> list[str]:
     return sorted(w.host for w in state.alive_workers)
 

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from opsflow.adapters.spark import MasterState, SparkMaster, run_sum_of_squares, sum_of_squares
+from opsflow.adapters.spark import run_sum_of_squares, sum_of_squares
 from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import running_process, stack_processes, start_process
 from opsflow.stack.spark import SparkComponent, worker_host, worker_key
-from tests.support import unavailable
+from tests.support import unavailable, wait_for_state
 
 pytestmark = pytest.mark.stack
 PORT_OFFSET = 21000
-
-
-def wait_for_state(master: SparkMaster, check: Callable[[MasterState], bool], within_s: float = 60.0) -> MasterState:
-    """Poll the master until ``check`` holds (a worker registers or changes state asynchronously)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        state = master.state()
-        if check(state) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +74,12 @@ def test_an_added_worker_joins_and_sigpwr_decommissions_it(spark: SparkComponent
     # What an autoscaler does: start worker_spec(n) beside the others, later signal it to leave gracefully.
     host = worker_host(2)
     proc = start_process(spark.cfg.home, spark.worker_spec(2), spark.env)
-    state = wait_for_state(spark.master, lambda s: host in {w.host for w in s.alive_workers})
+    state = wait_for_state(spark.master, lambda s: host in {w.host for w in s.alive_workers}, within_s=60)
     assert host in {w.host for w in state.alive_workers}
     proc.send_signal(signal.SIGPWR)
-    state = wait_for_state(spark.master, lambda s: any(w.host == host and w.state != "ALIVE" for w in s.workers))
+    state = wait_for_state(
+        spark.master, lambda s: any(w.host == host and w.state != "ALIVE" for w in s.workers), within_s=60
+    )
     assert {w.host: w.state for w in state.workers}[host] == "DECOMMISSIONED"
     assert running_process(spark.cfg.home, worker_key(2)) is not None  # decommissioned workers stay up
 
