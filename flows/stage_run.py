@@ -65,9 +65,10 @@ def stage_run(project: str, stage: str, env: dict[str, str] | None = None, store
     logger = get_run_logger()
     store_cfg = load_block(PipelineStore, store_block)
     store = store_cfg.projects()
-    spec = store.get(project).definition.stage(stage)
+    before = store.get(project)
+    spec = before.definition.stage(stage)
+    source = before.input_attempt(stage)  # earlier stages' successes: the new attempt does not change it
     attempt = store.begin_attempt(project, stage, {**spec.env, **(env or {})}, run_id=str(flow_run.id))
-    source = store.get(project).input_attempt(stage)
     workspace = prepare_workspace(
         store.project_dir(project), stage, attempt.attempt, store.workspace(project, source) if source else None
     )

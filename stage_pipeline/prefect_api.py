@@ -115,10 +115,3 @@ def mark_crashed(run_id: str, message: str) -> None:
         if run.state is not None and not run.state.is_final():
             client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
 
-
-def cancel(run_id: str) -> None:
-    """Cancel a flow run (its worker kills the process)."""
-    from prefect.states import Cancelling
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(run_id), Cancelling(), force=True)
