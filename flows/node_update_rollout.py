@@ -29,7 +29,7 @@ from node_update.planner import halted_updates, plan_tick
 from node_update.settings import NodeUpdateConfig, node_env, resolve
 from node_update.slurm import NodeUpdateSlurm
 from opsflow.adapters.slurm import SlurmCLI
-from opsflow.stack.env import opsflow_script
+from opsflow.home import opsflow_script
 
 APPLY_JOB = "opsflow-nu-apply"
 

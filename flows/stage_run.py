@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.runtime import flow_run
 
 from blocks import DockerEngine, PipelineStore, load_block
+from opsflow.errors import OpsflowError
 from stage_pipeline.docker_runner import DockerRunner
 from stage_pipeline.logscan import LogScanner
 from stage_pipeline.models import AttemptOutcome
@@ -30,7 +31,7 @@ HEARTBEAT_S = 2.0
 PROGRESS_EVERY_S = 2.0
 
 
-class StageFailed(RuntimeError):
+class StageFailed(OpsflowError, RuntimeError):
     """The stage ended without success (the flow run is then Failed; the project records why)."""
 
 

@@ -28,6 +28,7 @@ import hostlist
 from node_update.codename import CodenameError, parse_codename
 from node_update.models import Catalog, CatalogEntry
 from node_update.spool import UnsafeNameError, root_lock, safe_name
+from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_bytes
 
 CATALOG_NAME = "active-updates.list"
@@ -36,7 +37,7 @@ _CANARY = re.compile(r"canary=(.*)", re.ASCII)
 _COUNT = re.compile(r"[0-9]+", re.ASCII)
 
 
-class CatalogError(ValueError):
+class CatalogError(OpsflowError, ValueError):
     """An operator mistake (publish, retire): the message names the value or file and why; nothing was changed."""
 
 

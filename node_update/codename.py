@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from opsflow.errors import OpsflowError
+
 #: strptime/strftime format of a codename.
 FORMAT = "%Y%m%d%H%M%S"
 _DIGITS = re.compile(r"[0-9]{14}", re.ASCII)
 
 
-class CodenameError(ValueError):
+class CodenameError(OpsflowError, ValueError):
     """A text that is not a codename; ``value`` is the text, ``why`` the reason."""
 
     def __init__(self, value: str, why: str) -> None:

@@ -34,7 +34,9 @@ from node_update.catalog import SCRIPT_NAME, bundle_dir, load_catalog
 from node_update.codename import CodenameError, codename_at, parse_codename
 from node_update.models import ApplyResult, LevelReport, NodeRecord
 from node_update.settings import LOCAL_DIR_ENV, local_dir_template
+from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
+from opsflow.home import default_home
 
 log = logging.getLogger("opsflow.node_update.node")
 
@@ -47,7 +49,7 @@ EXIT_TIMEOUT = 124
 EXIT_NO_LEVEL = 2
 
 
-class NodeError(ValueError):
+class NodeError(OpsflowError, ValueError):
     """The node's own state is unusable (e.g. a damaged ``local.version``); the message names the file."""
 
 
@@ -59,9 +61,7 @@ def local_dir(node: str) -> Path:
     PosixPath('/var/lib/opsflow-nu/nid001')
     """
     spool.safe_name(node)
-    template = os.environ.get(LOCAL_DIR_ENV) or local_dir_template(
-        Path(os.environ.get("OPSFLOW_HOME", ".state")).resolve()
-    )
+    template = os.environ.get(LOCAL_DIR_ENV) or local_dir_template(default_home())
     return Path(template.replace("{node}", node))
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from node_update import spool
 from node_update.models import Ledger, NodeState
+from opsflow.errors import OpsflowError
 
 
 class Resolution(StrEnum):
@@ -20,7 +21,7 @@ class Resolution(StrEnum):
     RELEASE = "release"  # give the node back to production without that update
 
 
-class ResolveError(ValueError):
+class ResolveError(OpsflowError, ValueError):
     """The node is not in FAIL, or unknown."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from node_update.models import Settings
+from opsflow.errors import InputError
+from opsflow.home import default_home
 
 ENV = {
     "root": "OPSFLOW_NU_ROOT",
@@ -33,10 +35,6 @@ class NodeUpdateConfig(Settings):
     root: Path = Field(description="Shared directory: updates/, active-updates.list, spool/, state/")
 
 
-class SettingsError(ValueError):
-    """A setting has an invalid value; the message names the variable or field."""
-
-
 def local_root(home: Path) -> Path:
     """The shared root inside a local stack's home."""
     return home / "shared" / "node-update"
@@ -48,7 +46,7 @@ def local_dir_template(home: Path) -> str:
 
 
 def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("OPSFLOW_HOME", ".state")).resolve()
+    return default_home(env)
 
 
 def resolve(
@@ -67,9 +65,10 @@ def resolve(
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0])
-            where = f"{ENV[field]}={env[ENV[field]]!r}" if env.get(ENV.get(field, "")) else field
-            problems.append(f"{where}: {err['msg']}")
-        raise SettingsError("invalid node-update settings: " + "; ".join(problems)) from None
+            var = ENV.get(field, "")
+            where = f"{var}={env[var]!r}" if var and env.get(var) else field
+            problems.append((0, where, str(err["msg"])))
+        raise InputError("node-update settings", problems) from None
 
 
 def node_env(cfg: NodeUpdateConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -34,13 +34,14 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from node_update.models import ApplyResult, Ledger, LevelReport
+from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 MAX_NAME = 200
 
 
-class SpoolError(ValueError):
+class SpoolError(OpsflowError, ValueError):
     """A problem with the shared root: an unsafe name, an unreadable ledger, a lock not obtained."""
 
 

@@ -16,28 +16,22 @@ from typing import Any
 
 import yaml
 
-
-class YamlProblems(ValueError):
-    """A YAML document that is not a mapping of unique keys; ``problems`` holds (line, field, message)."""
-
-    def __init__(self, problems: list[tuple[int, str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{line}: {field}: {msg}" for line, field, msg in problems))
+from opsflow.errors import InputError
 
 
-def load_mapping(text: str, empty: str, not_a_mapping: str) -> tuple[yaml.Node, dict[str, Any]]:
+def load_mapping(text: str, source: str, empty: str, not_a_mapping: str) -> tuple[yaml.Node, dict[str, Any]]:
     """The node tree (for line numbers) and the data of a YAML document that must be a mapping, parsed once.
 
     Syntax errors, an empty document (message ``empty``), another kind of document (``not_a_mapping``) and keys
-    given twice raise :class:`YamlProblems`.
+    given twice raise :class:`~opsflow.errors.InputError` naming ``source``.
 
-    >>> node, data = load_mapping("a: 1", "empty", "not a mapping")
+    >>> node, data = load_mapping("a: 1", "a.yaml", "empty", "not a mapping")
     >>> data, node.start_mark.line
     ({'a': 1}, 0)
-    >>> load_mapping("- 1", "empty", "not a mapping")
+    >>> load_mapping("- 1", "a.yaml", "empty", "not a mapping")
     Traceback (most recent call last):
     ...
-    opsflow.yaml_lines.YamlProblems: 1: (file): not a mapping
+    opsflow.errors.InputError: a.yaml:1: (file): not a mapping
     """
     loader = yaml.SafeLoader(text)
     try:
@@ -45,18 +39,18 @@ def load_mapping(text: str, empty: str, not_a_mapping: str) -> tuple[yaml.Node, 
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise YamlProblems([(mark.line + 1 if mark else 1, "(yaml)", str(exc.problem or exc))]) from None
+        raise InputError(source, [(mark.line + 1 if mark else 1, "(yaml)", str(exc.problem or exc))]) from None
     except yaml.YAMLError as exc:
-        raise YamlProblems([(1, "(yaml)", str(exc))]) from None
+        raise InputError(source, [(1, "(yaml)", str(exc))]) from None
     finally:
         loader.dispose()
     if node is None:
-        raise YamlProblems([(1, "(file)", empty)])
+        raise InputError(source, [(1, "(file)", empty)])
     if not isinstance(data, dict):
-        raise YamlProblems([(node.start_mark.line + 1, "(file)", not_a_mapping)])
+        raise InputError(source, [(node.start_mark.line + 1, "(file)", not_a_mapping)])
     duplicates = duplicate_keys(node)
     if duplicates:
-        raise YamlProblems(duplicates)
+        raise InputError(source, duplicates)
     return node, data
 
 

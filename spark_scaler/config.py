@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from opsflow.yaml_lines import YamlProblems, line_of, load_mapping
+from opsflow.errors import InputError
+from opsflow.yaml_lines import line_of, load_mapping
 
 #: Listing 6.6 of the seed (the thesis's configuration for scaling a Docker service), verbatim in content.
 EXAMPLE_THESIS_YAML = """\
@@ -208,19 +209,6 @@ class ScalerConfig(_Section):
         return value
 
 
-class ConfigError(ValueError):
-    """An invalid configuration. ``problems`` holds ``(line, key path, message)``; str() one per line.
-
-    >>> str(ConfigError("a.yaml", [(3, "general.interval_seconds", "must be > 0")]))
-    'a.yaml:3: general.interval_seconds: must be > 0'
-    """
-
-    def __init__(self, source: str, problems: list[tuple[int, str, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}:{line}: {key}: {msg}" for line, key, msg in problems))
-
-
 # --- YAML with line numbers -------------------------------------------------------------------------------------
 
 
@@ -240,14 +228,11 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
     >>> load_config_text(EXAMPLE_THESIS_YAML.replace("interval_seconds: 5", "interval_seconds: 0"))
     Traceback (most recent call last):
     ...
-    spark_scaler.config.ConfigError: <config>:2: general.interval_seconds: Input should be greater than 0 (got 0)
+    opsflow.errors.InputError: <config>:2: general.interval_seconds: Input should be greater than 0 (got 0)
     """
-    try:
-        node, data = load_mapping(
-            text, "empty; expected the sections general, metrics and worker", "expected a mapping of sections"
-        )
-    except YamlProblems as exc:
-        raise ConfigError(source, exc.problems) from None
+    node, data = load_mapping(
+        text, source, "empty; expected the sections general, metrics and worker", "expected a mapping of sections"
+    )
     try:
         return ScalerConfig.model_validate(data)
     except ValidationError as exc:
@@ -255,7 +240,7 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
             (line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
             for err in exc.errors()
         ]
-        raise ConfigError(source, sorted(problems, key=lambda p: p[0])) from None
+        raise InputError(source, sorted(problems, key=lambda p: p[0])) from None
 
 
 def load_config(path: str | Path) -> ScalerConfig:
@@ -268,7 +253,7 @@ def load_config(path: str | Path) -> ScalerConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), [(1, "(file)", f"cannot read: {exc}")]) from None
+        raise InputError(str(path), [(1, "(file)", f"cannot read: {exc}")]) from None
     return load_config_text(text, str(path))
 
 

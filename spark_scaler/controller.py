@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from opsflow.adapters.prometheus import PrometheusAPI
 from opsflow.adapters.spark import SparkMaster
+from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
 from spark_scaler.backends import WorkerBackend
 from spark_scaler.config import ScalerConfig, load_config
@@ -25,7 +26,7 @@ from spark_scaler.models import Action, Decision, Observation, ScalerState, Work
 from spark_scaler.policy import decide
 
 
-class StateError(ValueError):
+class StateError(OpsflowError, ValueError):
     """The state file is unreadable; the message names it."""
 
 
@@ -104,7 +105,7 @@ def tick(
 def load_scaler_config(path: str | Path, home: Path | None = None) -> ScalerConfig:
     """The config at ``path``, bound to the local stack under ``home`` when it says ``opsflow.local_stack``.
 
-    Raises ConfigError (naming file, line and key) before anything is touched.
+    Raises InputError (naming file, line and key) before anything is touched.
     """
     from opsflow.stack.config import StackConfig, default_home
 

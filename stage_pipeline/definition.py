@@ -11,7 +11,7 @@ Example:
     >>> parse_definition("name: demo\\nstages: []\\n", "demo.yaml")
     Traceback (most recent call last):
     ...
-    stage_pipeline.definition.DefinitionError: demo.yaml:2: stages: a pipeline needs at least one stage (got [])
+    opsflow.errors.InputError: demo.yaml:2: stages: a pipeline needs at least one stage (got [])
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from opsflow.yaml_lines import YamlProblems, line_of, load_mapping
+from opsflow.errors import InputError
+from opsflow.yaml_lines import line_of, load_mapping
 from stage_pipeline.logscan import DEFAULT_ERROR_REGEX, progress_groups_ok
 
 #: Pipeline, stage and project names: safe as a file or directory name and in a Prefect parameter.
@@ -187,28 +188,6 @@ class PipelineDefinition(_Strict):
         return names[index + 1] if index + 1 < len(names) else None
 
 
-class DefinitionError(ValueError):
-    """An invalid definition; ``problems`` holds ``(line, field path, message)``, str() gives one per line.
-
-    >>> e = DefinitionError("p.yaml", [(4, "stages.0.timeout", "must be > 0")])
-    >>> str(e), e.line, e.field
-    ('p.yaml:4: stages.0.timeout: must be > 0', 4, 'stages.0.timeout')
-    """
-
-    def __init__(self, source: str, problems: list[tuple[int, str, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}:{line}: {field}: {msg}" for line, field, msg in problems))
-
-    @property
-    def line(self) -> int:
-        return self.problems[0][0]
-
-    @property
-    def field(self) -> str:
-        return self.problems[0][1]
-
-
 # --- YAML with line numbers -------------------------------------------------------------------------------------
 
 
@@ -244,21 +223,18 @@ def parse_definition(
 
     ``expected_name`` (the file's stem) must equal the definition's ``name`` when given.
     """
-    try:
-        node, data = load_mapping(
-            text, "empty; expected a mapping with name and stages", "expected a mapping with name and stages"
-        )
-    except YamlProblems as exc:
-        raise DefinitionError(source_name, exc.problems) from None
+    node, data = load_mapping(
+        text, source_name, "empty; expected a mapping with name and stages", "expected a mapping with name and stages"
+    )
     try:
         definition = PipelineDefinition.model_validate(data)
     except ValidationError as exc:
         problems = sorted((_problem(node, err) for err in exc.errors()), key=lambda p: p[0])
-        raise DefinitionError(source_name, problems) from None
+        raise InputError(source_name, problems) from None
     if expected_name is not None and definition.name != expected_name:
         line = line_of(node, ("name",))
         msg = f"{definition.name!r} does not match the file name {expected_name + '.yaml'!r}"
-        raise DefinitionError(source_name, [(line, "name", msg)])
+        raise InputError(source_name, [(line, "name", msg)])
     return definition
 
 
@@ -272,7 +248,7 @@ def load_definition(path: str | Path, expected_name: str | None = None) -> Pipel
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(str(path), [(1, "(file)", f"cannot read: {exc}")]) from None
+        raise InputError(str(path), [(1, "(file)", f"cannot read: {exc}")]) from None
     return parse_definition(text, str(path), expected_name)
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opsflow.errors import InputError, NotFoundError
 from opsflow.files import atomic_write_text
-from stage_pipeline.definition import DefinitionError, PipelineDefinition, load_definition, parse_definition
+from stage_pipeline.definition import PipelineDefinition, load_definition, parse_definition
 from stage_pipeline.store import check_name
 
 
-class PipelineNotFound(KeyError):
+class PipelineNotFound(NotFoundError):
     """No definition of that name in the library (a KeyError, with a readable message)."""
 
     def __str__(self) -> str:
@@ -52,22 +53,22 @@ class PipelineLibrary:
             raise PipelineNotFound(f"no pipeline {name!r} in {self.root}") from None
 
     def get(self, name: str) -> PipelineDefinition:
-        """The validated definition; DefinitionError names the file, line and field."""
+        """The validated definition; InputError names the file, line and field."""
         path = self.path(name)
         if not path.is_file():
             raise PipelineNotFound(f"no pipeline {name!r} in {self.root}")
         return load_definition(path, expected_name=name)
 
-    def problems(self) -> dict[str, DefinitionError]:
+    def problems(self) -> dict[str, InputError]:
         """Every invalid definition file with its error (an empty dict: all valid)."""
-        found: dict[str, DefinitionError] = {}
+        found: dict[str, InputError] = {}
         for name in self.list():
             try:
                 self.get(name)
-            except DefinitionError as exc:
+            except InputError as exc:
                 found[name] = exc
             except ValueError as exc:  # a file name that is no valid pipeline name
-                found[name] = DefinitionError(str(self.root / f"{name}.yaml"), [(1, "(file)", str(exc))])
+                found[name] = InputError(str(self.root / f"{name}.yaml"), [(1, "(file)", str(exc))])
         return found
 
     def validate(self, path: Path) -> PipelineDefinition:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from opsflow.errors import NotFoundError, OpsflowError
 from opsflow.files import atomic_write_text
 from stage_pipeline.definition import NAME_PATTERN, PipelineDefinition, definition_yaml
 from stage_pipeline.models import AttemptOutcome, Project, ProjectStatus, StageAttempt
@@ -41,14 +42,14 @@ T = TypeVar("T")
 _NAME = re.compile(NAME_PATTERN)
 
 
-class ProjectNotFound(KeyError):
+class ProjectNotFound(NotFoundError):
     """No project of that name (a KeyError, with a readable message)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "project not found"
 
 
-class ProjectExists(FileExistsError):
+class ProjectExists(OpsflowError, FileExistsError):
     """A project of that name exists already."""
 
 

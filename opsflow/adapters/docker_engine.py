@@ -21,10 +21,12 @@ import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 from pydantic import BaseModel, Field
 
+from opsflow.errors import AdapterError
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
-class DockerEngineError(RuntimeError):
+class DockerEngineError(AdapterError):
     """The engine could not be reached, the image is missing, or the container did not finish in time."""
 
 

@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
+from opsflow.errors import AdapterError
 
-class PrometheusError(RuntimeError):
+
+class PrometheusError(AdapterError):
     """Prometheus could not be reached, answered with an error, or rejected the query."""
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from opsflow.errors import AdapterError
+
 #: sinfo node line: name, full state (``idle+drain``, ``unknown+drain``: the compact ``%t`` shows both as
 #: ``drain``), reason. Width 0 means no truncation; the reason comes last so a ``|`` in it shifts nothing.
 SINFO_NODES_FORMAT = "NodeList:0|,StateComplete:0|,Reason:0"
@@ -35,7 +37,7 @@ FINAL_JOB_STATES = frozenset(
 )
 
 
-class SlurmError(RuntimeError):
+class SlurmError(AdapterError):
     """A Slurm command failed; ``str()`` names the command and carries its stderr."""
 
     def __init__(self, argv: list[str], returncode: int | None, stdout: str, stderr: str) -> None:

@@ -25,8 +25,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from opsflow.errors import AdapterError
 
-class SparkError(RuntimeError):
+
+class SparkError(AdapterError):
     """The Spark master could not be read, or a job failed or returned a wrong result."""
 
 

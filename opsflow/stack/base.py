@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
+from opsflow.errors import AdapterError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.process import (
     ProcessSpec,
@@ -27,7 +28,7 @@ from opsflow.stack.process import (
 )
 
 
-class StackError(RuntimeError):
+class StackError(AdapterError):
     """A component could not be started or stopped; the message says which and why."""
 
 

@@ -13,17 +13,11 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-DEFAULT_HOME = Path(".state")
-
-
-def default_home() -> Path:
-    """The stack directory: ``$OPSFLOW_HOME`` or ``./.state``, always absolute."""
-    return Path(os.environ.get("OPSFLOW_HOME", str(DEFAULT_HOME))).resolve()
+from opsflow.home import default_home
 
 
 class StackConfig(BaseModel):

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from opsflow.files import atomic_write_text
 from opsflow.stack.config import StackConfig
 
@@ -92,6 +94,33 @@ def prefect_client_settings(cfg: StackConfig) -> Iterator[None]:
         yield
 
 
-def opsflow_script() -> str:
-    """The `opsflow` console script of this installation (what slurmd, epilogs and jobs run)."""
-    return str(Path(sys.executable).parent / "opsflow")
+
+class LocalEndpoints(BaseModel):
+    """What a client needs to reach the local stack under one home: the only reader of its layout for the API."""
+
+    home: Path
+    prefect_api_url: str
+    prefect_auth_string: str
+    spark_master_url: str
+    spark_master_ui_url: str
+    prometheus_url: str
+    docker_host: str
+
+
+def local_endpoints(home: Path | None = None) -> LocalEndpoints:
+    """The endpoints of the local stack under ``home`` (default ``$OPSFLOW_HOME``), from its ``stack.json``.
+
+    >>> local_endpoints(Path("/tmp/no-stack-here")).prefect_api_url
+    'http://127.0.0.1:4200/api'
+    """
+    cfg = StackConfig.load(home)
+    auth = cfg.home / "prefect" / "auth-string"
+    return LocalEndpoints(
+        home=cfg.home,
+        prefect_api_url=cfg.prefect_api_url,
+        prefect_auth_string=auth.read_text().strip() if auth.exists() else "",
+        spark_master_url=cfg.spark_master_url,
+        spark_master_ui_url=cfg.spark_master_ui_url,
+        prometheus_url=cfg.prometheus_url,
+        docker_host=cfg.docker_host,
+    )

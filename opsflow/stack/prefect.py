@@ -67,7 +67,7 @@ class PrefectComponent(Component):
             return False
 
     def after_start(self) -> None:
-        from blocks.local import save_local_blocks
+        from opsflow.stack.blocks import save_local_blocks
         from work_pools import ensure_work_pools
 
         async def setup() -> None:

@@ -2,7 +2,7 @@
 
 Everything lives under ``<home>/prometheus``: ``prometheus.yml``, ``process-exporter.yml`` and the TSDB in
 ``data/`` (kept two days). Prometheus scrapes every 5 s the Spark master and applications servlets, opsflow's
-endpoint (:mod:`opsflow.metrics_server`), the process exporter and itself. The process exporter groups the
+endpoint (:mod:`opsflow.stack.metrics_server`), the process exporter and itself. The process exporter groups the
 Spark JVMs of *this* stack only (their command line holds ``<home>/spark/``), so two stacks on one machine
 never count each other's workers: ``spark-master``, ``spark-worker:<host>`` (one group per worker),
 ``spark-executor``, ``spark-python`` (PySpark's Python workers), plus ``opsflow-metrics`` for the endpoint.
@@ -112,7 +112,7 @@ def process_exporter_config(home: Path | None = None) -> str:
         # home through the -X option of the stack's PySpark Python (spark.pyspark_python_script).
         {"name": GROUP_PYTHON, "cmdline": [*([re.escape(spark_scope)] if spark_scope else []), PYSPARK_WORKER_RE]},
     ]
-    metrics_re = r"\s-m\s+opsflow\.metrics_server\b"
+    metrics_re = r"\s-m\s+opsflow\.stack\.metrics_server\b"
     if home:
         metrics_re += rf".*\s--home\s+{re.escape(str(home))}(\s|$)"
     groups.append({"name": GROUP_METRICS, "cmdline": [metrics_re]})
@@ -152,7 +152,7 @@ class PrometheusComponent(Component):
     # --- processes ---------------------------------------------------------------------------------------
     def metrics_spec(self) -> ProcessSpec:
         argv = [
-            sys.executable, "-m", "opsflow.metrics_server",
+            sys.executable, "-m", "opsflow.stack.metrics_server",
             "--port", str(self.cfg.metrics_port),
             "--home", str(self.cfg.home),
         ]  # fmt: skip

@@ -35,8 +35,8 @@ from pydantic import BaseModel
 
 from opsflow.adapters.slurm import SlurmCLI, SlurmError, SlurmNode
 from opsflow.files import atomic_write_bytes, atomic_write_text
+from opsflow.home import opsflow_script
 from opsflow.stack.base import Component, StackError
-from opsflow.stack.env import opsflow_script
 from opsflow.stack.process import ProcessSpec, kill_all, port_owner, running_process, stop_process
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "scontrol", "scancel")

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from opsflow.adapters.spark import MasterState, WorkerInfo
+from opsflow.errors import AdapterError
 from opsflow.stack.spark import MAX_WORKERS
 from spark_scaler.models import WorkerRef
 
@@ -55,7 +56,7 @@ EXECUTOR_GRACE_S = 10.0
 GPU_ADDRESS = "0"
 
 
-class BackendError(RuntimeError):
+class BackendError(AdapterError):
     """A worker could not be started or stopped; nothing was left half-done (the message says what happened)."""
 
 

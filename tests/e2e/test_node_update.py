@@ -38,8 +38,8 @@ from node_update.operator import Resolution, resolve_failure
 from node_update.settings import NodeUpdateConfig, resolve
 from node_update.slurm import NodeUpdateSlurm, parse_reservation
 from opsflow.adapters.slurm import SlurmCLI
-from opsflow.demo import run_and_wait
 from opsflow.stack.config import StackConfig
+from opsflow.stack.demo import run_and_wait
 from tests.support import wait_until
 
 pytestmark = pytest.mark.stack

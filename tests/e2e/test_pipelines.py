@@ -236,7 +236,7 @@ def test_node_monitor_deployment_reports_the_worker_node(stack: StackConfig) -> 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.node_monitor import artifact_key
-    from opsflow.demo import run_and_wait
+    from opsflow.stack.demo import run_and_wait
 
     run = run_and_wait("node-monitor/node-monitor", {"interval_s": 0.5}, timeout_s=180)
     assert run.state is not None and run.state.is_completed(), run.state

@@ -9,11 +9,11 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from blocks import load_block
-from blocks.local import local_blocks
 from opsflow.adapters.slurm import SlurmCLI
-from opsflow.demo import run_and_wait
 from opsflow.gpu import list_gpus
+from opsflow.stack.blocks import local_blocks
 from opsflow.stack.config import StackConfig
+from opsflow.stack.demo import run_and_wait
 from opsflow.stack.manager import status, up
 from tests.support import wait_until
 

@@ -16,7 +16,7 @@ from blocks import (
     SlurmCluster,
     SparkCluster,
 )
-from blocks.local import local_blocks
+from opsflow.stack.blocks import local_blocks
 from opsflow.stack.config import StackConfig
 
 

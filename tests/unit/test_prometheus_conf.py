@@ -13,8 +13,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from opsflow.adapters.prometheus import PrometheusError, parse_query_response, parse_targets_response
-from opsflow.metrics_server import StackCollector, component_of, component_states
 from opsflow.stack.config import StackConfig
+from opsflow.stack.metrics_server import StackCollector, component_of, component_states
 from opsflow.stack.prometheus import PrometheusComponent, process_exporter_config, prometheus_config, worker_group
 from opsflow.stack.spark import PYSPARK_MARK_OPTION
 
@@ -39,7 +39,7 @@ EXECUTOR_CMD = (
 )
 # What the exporter reads for the stack's PySpark Python (argv joined by spaces; see spark.pyspark_python_script).
 PYSPARK_DAEMON_CMD = f"/venv/bin/python -X {PYSPARK_MARK_OPTION}={HOME}/spark/ -m pyspark.daemon"
-METRICS_CMD = f"/venv/bin/python -m opsflow.metrics_server --port 32464 --home {HOME}"
+METRICS_CMD = f"/venv/bin/python -m opsflow.stack.metrics_server --port 32464 --home {HOME}"
 
 
 # --- prometheus.yml ------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_processes_order_keys_and_loopback_ports() -> None:
     specs = comp.processes()
     assert [s.key for s in specs] == ["prometheus-opsflow-metrics", "prometheus-process-exporter", "prometheus-server"]
     metrics, exporter, server = (s.argv for s in specs)
-    assert metrics[1:] == ["-m", "opsflow.metrics_server", "--port", "32464", "--home", str(HOME)]
+    assert metrics[1:] == ["-m", "opsflow.stack.metrics_server", "--port", "32464", "--home", str(HOME)]
     assert exporter[exporter.index("-web.listen-address") + 1] == "127.0.0.1:32256"
     assert exporter[exporter.index("-config.path") + 1] == str(HOME / "prometheus" / "process-exporter.yml")
     assert "--web.listen-address=127.0.0.1:32090" in server

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from opsflow.errors import InputError
 from spark_scaler.config import (
     EXAMPLE_THESIS_YAML,
-    ConfigError,
     OpsflowConfig,
     ScalerConfig,
     load_config,
@@ -20,8 +20,8 @@ from spark_scaler.config import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "spark_scaler" / "autoscaler.yaml"
 
 
-def error_of(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
+def error_of(text: str) -> InputError:
+    with pytest.raises(InputError) as info:
         load_config_text(text, "a.yaml")
     return info.value
 
@@ -110,14 +110,14 @@ def test_yaml_problems_name_the_line() -> None:
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"missing.yaml:1: \(file\): cannot read"):
+    with pytest.raises(InputError, match=r"missing.yaml:1: \(file\): cannot read"):
         load_config(tmp_path / "missing.yaml")
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "as.yaml"
     path.write_text(EXAMPLE_THESIS_YAML.replace("max: 30", "max: 0"))
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InputError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}:20: worker.thresholds.max")
     assert path.read_text() == EXAMPLE_THESIS_YAML.replace("max: 30", "max: 0")  # nothing changed

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from opsflow.errors import InputError
 from stage_pipeline.definition import (
     Approval,
-    DefinitionError,
     PipelineDefinition,
     definition_yaml,
     load_definition,
@@ -39,8 +39,8 @@ stages:
 """
 
 
-def error_of(text: str) -> DefinitionError:
-    with pytest.raises(DefinitionError) as info:
+def error_of(text: str) -> InputError:
+    with pytest.raises(InputError) as info:
         parse_definition(text, "p.yaml")
     return info.value
 
@@ -147,16 +147,16 @@ def test_all_problems_are_reported_in_line_order() -> None:
 def test_load_definition_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(stage("    command: [x]\n    timeout: -1\n"))
-    with pytest.raises(DefinitionError, match=re.escape(f"{path}:5: stages.0.timeout: ")):
+    with pytest.raises(InputError, match=re.escape(f"{path}:5: stages.0.timeout: ")):
         load_definition(path)
-    with pytest.raises(DefinitionError, match=re.escape(f"{tmp_path / 'absent.yaml'}:1: (file): cannot read")):
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'absent.yaml'}:1: (file): cannot read")):
         load_definition(tmp_path / "absent.yaml")
 
 
 def test_file_name_must_match_the_definition_name(tmp_path: Path) -> None:
     path = tmp_path / "other.yaml"
     path.write_text(GOOD)
-    with pytest.raises(DefinitionError) as info:
+    with pytest.raises(InputError) as info:
         load_definition(path, expected_name="other")
     assert (info.value.line, info.value.field) == (1, "name")
     assert "does not match the file name 'other.yaml'" in str(info.value)
@@ -185,7 +185,7 @@ def test_library_save_validates_before_writing(tmp_path: Path) -> None:
     lib = PipelineLibrary(tmp_path)
     lib.save(GOOD)
     broken = GOOD.replace("timeout: 600", "timeout: -600")
-    with pytest.raises(DefinitionError, match=r"<new definition>:10: stages\.0\.timeout: "):
+    with pytest.raises(InputError, match=r"<new definition>:10: stages\.0\.timeout: "):
         lib.save(broken)
     assert lib.text("video-tracking") == GOOD  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["video-tracking.yaml"]  # no temporary left behind
@@ -193,7 +193,7 @@ def test_library_save_validates_before_writing(tmp_path: Path) -> None:
 
 def test_library_save_refuses_a_name_mismatch(tmp_path: Path) -> None:
     lib = PipelineLibrary(tmp_path)
-    with pytest.raises(DefinitionError, match=r"video-tracking2\.yaml:1: name: 'video-tracking' does not match"):
+    with pytest.raises(InputError, match=r"video-tracking2\.yaml:1: name: 'video-tracking' does not match"):
         lib.save(GOOD, name="video-tracking2")
     assert lib.list() == []
 

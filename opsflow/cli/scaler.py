@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from spark_scaler.config import ConfigError, ScalerConfig
+from opsflow.errors import InputError
+from spark_scaler.config import ScalerConfig
 
 app = typer.Typer(help="Spark worker autoscaling (the thesis Auto-Scaler).", no_args_is_help=True)
 console = Console(width=140)
@@ -28,7 +29,7 @@ def _load(path: Path) -> ScalerConfig:
 
     try:
         return load_scaler_config(path)
-    except ConfigError as exc:
+    except InputError as exc:
         console.print(f"[red]invalid config[/red]\n{exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 

@@ -21,7 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stage_pipeline.definition import DefinitionError, load_definition
+from opsflow.errors import InputError
+from stage_pipeline.definition import load_definition
 
 pipeline_app = typer.Typer(help="Pipeline definitions (YAML files in the store's pipelines/ directory).")
 project_app = typer.Typer(help="Projects: a pipeline's stages run on the cpu/gpu pools, with approvals in the UI.")
@@ -66,7 +67,7 @@ def pipeline_validate(path: Path) -> None:
     """Check a definition file; errors name the file, line and field."""
     try:
         d = load_definition(path)
-    except (DefinitionError, OSError) as exc:
+    except (InputError, OSError) as exc:
         _fail(str(exc))
     console.print(f"{path}: pipeline {d.name} with {len(d.stages)} stages: {', '.join(d.stage_names)}")
 

@@ -26,7 +26,8 @@ from node_update import catalog as catalog_io
 from node_update import node as node_side
 from node_update import spool
 from node_update.operator import Resolution, ResolveError, node_statuses, resolve_failure
-from node_update.settings import NodeUpdateConfig, SettingsError, resolve
+from node_update.settings import NodeUpdateConfig, resolve
+from opsflow.errors import InputError
 
 app = typer.Typer(help="Node update rollout on Slurm (publish, retire, tick, status, resolve).", no_args_is_help=True)
 console = Console(width=140)
@@ -45,7 +46,7 @@ def _config(block: str | None) -> NodeUpdateConfig:
 
             return load_block(NodeUpdateSettings, block).resolved()
         return resolve()
-    except SettingsError as exc:
+    except InputError as exc:
         raise _fail(str(exc)) from exc
 
 
@@ -125,7 +126,7 @@ def tick(
 
     try:
         report = node_update_tick(dry_run=dry_run, settings_block=block)
-    except (SettingsError, spool.SpoolError) as exc:
+    except (InputError, spool.SpoolError) as exc:
         raise _fail(str(exc)) from exc
     plan = report.plan
     verb = "would " if dry_run else ""

@@ -1,4 +1,4 @@
-"""opsflow's own Prometheus metrics endpoint: ``python -m opsflow.metrics_server --port N --home DIR``.
+"""opsflow's own Prometheus metrics endpoint: ``python -m opsflow.stack.metrics_server --port N --home DIR``.
 
 It serves, on 127.0.0.1 only, ``opsflow_up 1``, ``opsflow_build_info{version,python}`` and
 ``opsflow_stack_component_up{component}``, the last computed at every scrape from the pid files under
@@ -123,7 +123,7 @@ def serve(port: int, home: Path, host: str = "127.0.0.1") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m opsflow.metrics_server", description="opsflow's Prometheus metrics endpoint"
+        prog="python -m opsflow.stack.metrics_server", description="opsflow's Prometheus metrics endpoint"
     )
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument("--home", type=Path, required=True, help="Stack directory (pid files under <home>/run)")

@@ -9,42 +9,31 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from node_update.cli import app as nu_app
-from opsflow.stack.base import StackError
-from opsflow.stack.config import StackConfig, default_home
-from spark_scaler.cli import app as scaler_app
-from stage_pipeline.cli import pipeline_app, project_app
+from opsflow.cli._utilities import console, exit_with_error, group
+from opsflow.cli.nu import app as nu_app
+from opsflow.cli.pipeline import pipeline_app, project_app
+from opsflow.cli.scaler import app as scaler_app
+from opsflow.cli.stack import app as stack_app
+from opsflow.home import default_home
+from opsflow.stack.config import StackConfig
 
-app = typer.Typer(help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True)
-stack_app = typer.Typer(help="Hooks the local stack's components call.", no_args_is_help=True)
+app = group("Prefect flows for the operations of a GPU/HPC computing centre.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(nu_app, name="nu")
 app.add_typer(scaler_app, name="scaler")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(project_app, name="project")
-# Wide enough for URLs even when stdout is not a terminal (rich would assume 80 columns).
-console = Console(width=max(140, shutil.get_terminal_size().columns))
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _cfg(home: Path | None) -> StackConfig:
@@ -62,11 +51,7 @@ def up(
     from opsflow.stack.manager import up as stack_up
 
     cfg = _cfg(home)
-    try:
-        started = stack_up(cfg, only.split(",") if only else None, echo=console.print)
-    except StackError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    started = stack_up(cfg, only.split(",") if only else None, echo=console.print)
     console.print("nothing to do: the stack was already up" if not started else f"started: {', '.join(started)}")
     console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}")
 
@@ -78,11 +63,8 @@ def deploy(home: HomeOpt = None) -> None:
 
     (prefect,) = components(_cfg(home), ["prefect"])
     if not prefect.is_up():
-        raise _fail("the Prefect server of this stack is not up: run `opsflow up` first")
-    try:
-        prefect.after_start()
-    except StackError as exc:
-        raise _fail(str(exc)) from exc
+        exit_with_error("the Prefect server of this stack is not up: run `opsflow up` first")
+    prefect.after_start()
     console.print("deployments, work pools and blocks applied")
 
 
@@ -138,47 +120,12 @@ def demo(
     home: HomeOpt = None, timeout: Annotated[int, typer.Option(help="Seconds to wait for each run")] = 600
 ) -> None:
     """Bring the stack up and run every process's demo flow through its deployment (watch it in the UI)."""
-    from opsflow.demo import run_demo
+    from opsflow.stack.demo import run_demo
     from opsflow.stack.manager import up as stack_up
 
     cfg = _cfg(home)
-    try:
-        stack_up(cfg, echo=console.print)
-        ok = run_demo(cfg, timeout_s=timeout, echo=console.print)
-    except StackError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    stack_up(cfg, echo=console.print)
+    ok = run_demo(cfg, timeout_s=timeout, echo=console.print)
     console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}  (user:password in {cfg.home}/prefect/auth-string)")
     if not ok:
         raise typer.Exit(1)
-
-
-@stack_app.command()
-def epilog() -> None:
-    """Slurm Epilog of the local stack: record that a job ended here, then the node update check."""
-    from node_update import node as node_side
-    from node_update.settings import resolve
-    from opsflow.files import append_line
-
-    home = Path(os.environ.get("OPSFLOW_HOME", str(default_home())))
-    job = os.environ.get("SLURM_JOB_ID", "?")
-    node = os.environ.get("SLURMD_NODENAME", "?")
-    append_line(home / "slurm" / "epilog.log", f"{time.strftime('%Y-%m-%dT%H:%M:%S')} job={job} node={node}")
-    node_side.check(resolve().root, node, source="epilog")
-
-
-@stack_app.command(
-    "node-boot", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def node_boot(ctx: typer.Context, node: str) -> None:
-    """A local-stack node "boots": run the boot hooks for NODE, then become its slurmd (argv after `--`)."""
-    from node_update import node as node_side
-    from node_update.settings import resolve
-
-    try:
-        node_side.boot(resolve().root, node)
-    except Exception as exc:  # a hook must never keep a node from coming up
-        print(f"node-boot {node}: boot hook failed: {exc}", file=sys.stderr)
-    argv = [a for a in ctx.args if a != "--"]
-    if argv:
-        os.execv(argv[0], argv)
