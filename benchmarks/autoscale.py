@@ -65,7 +65,7 @@ from pathlib import Path
 from opsflow.adapters.spark import JOB_JVM_FLAGS, SparkError, SparkMaster
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
-from opsflow.stack.spark import SparkComponent
+from opsflow.stack.spark import SparkComponent, local_worker_backend
 from spark_scaler.backends import LocalProcessBackend
 from spark_scaler.config import OpsflowConfig, ScalerConfig, load_config_text, our_policy, thesis_policy
 from spark_scaler.controller import execute
@@ -383,7 +383,7 @@ def run_scenario(scenario: Scenario, spark: SparkComponent, workdir: Path, loops
 
     One cluster serves every scenario, so that its first worker is long started (not warming up) when a scaler
     begins, as on a real cluster."""
-    backend = LocalProcessBackend(spark.cfg, spark.env)
+    backend = local_worker_backend(spark.cfg, spark.env)
     master = SparkMaster(spark.cfg.spark_master_ui_url, timeout_s=2.0)
     run_dir = workdir / scenario.name.replace(" ", "-").replace("(", "").replace(")", "")
     run_dir.mkdir(parents=True, exist_ok=True)

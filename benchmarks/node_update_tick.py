@@ -3,7 +3,7 @@
 Run: `.venv/bin/python benchmarks/node_update_tick.py` (``--profile`` adds a cProfile of one 10,000-node tick;
 ``--ticks N`` measures N ticks per size, default 7).
 
-Ours: the real :func:`flows.node_update_rollout.run_tick` (lock, catalog, spool, ledger, one snapshot, the pure planner,
+Ours: the real :func:`node_update.tick.run_tick` (lock, catalog, spool, ledger, one snapshot, the pure planner,
 one reservation change, one ``sbatch``) on a real shared root in a temporary directory, with one pending request
 (a :class:`LevelReport` written by :func:`node_update.spool.write_report`) per node before every tick, and the
 results of the previous tick's apply job in the spool. Slurm is answered from recorded output: a
@@ -40,13 +40,12 @@ from pathlib import Path
 import hostlist
 from pydantic import PrivateAttr
 
-from flows.node_update_rollout import run_tick
 from node_update import catalog as catalog_io
 from node_update import spool
-from node_update.models import ApplyResult, LevelReport
-from node_update.settings import NodeUpdateConfig
+from node_update.models import ApplyResult, LevelReport, NodeUpdateConfig
 from node_update.simulate import SimulationConfig, node_names, simulate
 from node_update.slurm import NodeUpdateSlurm, parse_reservation
+from node_update.tick import run_tick
 from opsflow.adapters.slurm import SlurmCLI, SlurmError, parse_scontrol_record
 
 BOOT = "20260101000000"

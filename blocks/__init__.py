@@ -1,9 +1,14 @@
 """Prefect Blocks: one form per external system, the only place a flow reads its configuration from.
 
+Each Block that fronts a system has ``get_client()``, which returns that system's adapter (``opsflow.adapters``);
+each passes Prefect's ``BlockStandardTestSuite`` (``tests/unit/test_block_standards.py``).
+
 Example:
     >>> from blocks import SlurmCluster
     >>> SlurmCluster(shared_dir="/tmp").partition
     'batch'
+    >>> sorted(b.get_block_type_slug() for b in ALL_BLOCKS)[:2]
+    ['opsflow-docker-engine', 'opsflow-node-update-settings']
 """
 
 from typing import TypeVar, cast

@@ -1,11 +1,19 @@
-"""Settings of the Node Update service (the CSCS NU service) as a Block, editable in the Prefect UI."""
+"""Settings of the Node Update service (the CSCS NU service) as a Block, editable in the Prefect UI.
+
+Example:
+    >>> NodeUpdateSettings(root="/shared/node-update", res_limit=2).resolved(env={}).res_limit
+    2
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from node_update.settings import NodeUpdateConfig, resolve
+from blocks._docs import readme_section
+from node_update.config import FIELDS, NodeUpdateConfig, load_config
 
 
 class NodeUpdateSettings(Block):
@@ -13,22 +21,34 @@ class NodeUpdateSettings(Block):
 
     Each field can be overridden by an environment variable (OPSFLOW_NU_ROOT, OPSFLOW_NU_RES_LIMIT,
     OPSFLOW_NU_RESERVATION, OPSFLOW_NU_MAX_FAILURES).
+
+    Examples:
+        Load the saved settings, with the environment's overrides applied:
+        ```python
+        from blocks import NodeUpdateSettings
+
+        node_update_settings = NodeUpdateSettings.load("BLOCK_NAME")
+        config = node_update_settings.resolved()
+        ```
     """
 
     _block_type_name = "Node Update Settings"
     _block_type_slug = "opsflow-node-update-settings"
     _description = "Shared root, reservation and limits of the node update rollout."
+    _documentation_url = readme_section("Node update rollout (the CSCS Node Update service)")
 
     root: str | None = Field(
-        default=None, description="Shared directory holding updates/, active-updates.list and the spool"
+        default=None,
+        description="Shared directory holding updates/, active-updates.list and the spool.",
+        examples=["/scratch/node-update"],
     )
-    res_limit: int = Field(default=4, ge=1, description="RES_LIMIT: most nodes in the reservation at once (F6)")
-    reservation: str = Field(default="node_update", description="Name of the single Slurm reservation (F9)")
+    res_limit: int = Field(default=4, ge=1, description="RES_LIMIT: most nodes in the reservation at once (F6).")
+    reservation: str = Field(default="node_update", description="Name of the single Slurm reservation (F9).")
     max_failures: int = Field(
-        default=3, ge=1, description="FAIL nodes of one update after which it starts on no new node"
+        default=3, ge=1, description="FAIL nodes of one update after which it starts on no new node."
     )
-    slurm_block: str = Field(default="local", description="Name of the SlurmCluster block of the cluster to update")
+    slurm_block: str = Field(default="local", description="Name of the SlurmCluster block of the cluster to update.")
 
-    def resolved(self) -> NodeUpdateConfig:
-        """These values with the environment's overrides applied."""
-        return resolve(base=self.model_dump(include={"root", "res_limit", "reservation", "max_failures"}))
+    def resolved(self, env: Mapping[str, str] | None = None) -> NodeUpdateConfig:
+        """These values with the environment's overrides applied (``env``: default ``os.environ``)."""
+        return load_config(env, base=self.model_dump(include=set(FIELDS)))

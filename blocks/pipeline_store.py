@@ -1,4 +1,9 @@
-"""Where staged pipelines keep their definitions, projects, workspaces and the shared resource pool (a Block)."""
+"""Where staged pipelines keep their definitions, projects, workspaces and the shared resource pool (a Block).
+
+Example:
+    >>> PipelineStore(root="/shared/pipelines").pipelines_dir
+    PosixPath('/shared/pipelines/pipelines')
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks._docs import readme_section
 from stage_pipeline.library import PipelineLibrary
 from stage_pipeline.store import ProjectStore
 
@@ -16,27 +22,45 @@ class PipelineStore(Block):
 
     Layout under ``root``: ``pipelines/<name>.yaml`` (the definitions, edited as files), ``projects/<name>/``
     (project.json, stage workspaces, logs) and ``resources/`` (the read-only resource pool, mounted into stages).
+
+    Examples:
+        Load a saved store and list its projects:
+        ```python
+        from blocks import PipelineStore
+
+        pipeline_store = PipelineStore.load("BLOCK_NAME")
+        projects = pipeline_store.projects().list()
+        ```
     """
 
     _block_type_name = "Pipeline Store"
     _block_type_slug = "opsflow-pipeline-store"
     _description = "Shared root of the staged pipelines: definitions, projects and their workspaces, resources."
+    _documentation_url = readme_section("Staged video-tracking pipelines (the Winslow system)")
 
-    root: str = Field(description="Shared directory (same path on every worker of the cpu and gpu pools)")
+    root: str = Field(
+        description="Shared directory (same path on every worker of the cpu and gpu pools).",
+        examples=["/scratch/pipelines"],
+    )
     docker_block: str | None = Field(
-        default="local", description="DockerEngine block for stages with an image (None: the DOCKER_HOST of the worker)"
+        default="local",
+        description="DockerEngine block for stages with an image (None: the DOCKER_HOST of the worker).",
     )
 
     @property
     def pipelines_dir(self) -> Path:
+        """The pipeline definitions (``<name>.yaml``)."""
         return Path(self.root) / "pipelines"
 
     @property
     def resources_dir(self) -> Path:
+        """The read-only resource pool mounted into every stage."""
         return Path(self.root) / "resources"
 
     def library(self) -> PipelineLibrary:
+        """The pipeline definitions under :attr:`pipelines_dir`."""
         return PipelineLibrary(self.pipelines_dir)
 
     def projects(self) -> ProjectStore:
+        """The projects and their workspaces under ``root``."""
         return ProjectStore(Path(self.root))

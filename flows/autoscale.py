@@ -2,14 +2,17 @@
 
 A controller flow (not a schedule) because the thesis ticks every few seconds, far below what a schedule should
 create runs for; it runs `ticks` ticks (or until cancelled) every `interval_seconds`. Heat and cooldown live in a
-state file, so a cancelled or crashed controller restarted later continues where it stopped.
+state file, so a cancelled or crashed controller restarted later continues where it stopped. With
+``opsflow.blocks`` (or ``local_stack: true``) in the config, Prometheus, the Spark master and the Docker engine
+come from the Blocks of that name (``PrometheusServer``, ``SparkCluster``, ``DockerEngine``).
 
 Example:
-    $ opsflow scaler run --config examples/spark_scaler/autoscale.yaml
+    $ opsflow scaler run --config examples/spark_scaler/autoscaler.yaml
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,15 +20,27 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
-from spark_scaler.controller import TickResult, backend_for, load_scaler_config, load_state, tick
+from blocks import DockerEngine, PrometheusServer, SparkCluster, load_block
+from opsflow.home import default_home
+from spark_scaler.config import Endpoints, ScalerConfig, bind_endpoints, load_config
+from spark_scaler.controller import TickResult, backend_for, default_state_path, load_state, tick
 from spark_scaler.models import Action
 
 
-def default_state_path(config_path: Path) -> Path:
-    """Where a controller of this config keeps its state: beside the stack's other state."""
-    from opsflow.stack.config import default_home
-
-    return default_home() / "scaler" / f"{config_path.stem}.state.json"
+def with_blocks(cfg: ScalerConfig) -> ScalerConfig:
+    """``cfg`` bound to the Blocks its ``opsflow.blocks`` names (unchanged when it names none)."""
+    name = cfg.opsflow.block_name
+    if name is None:
+        return cfg
+    spark = load_block(SparkCluster, name)
+    endpoints = Endpoints(
+        prometheus_url=load_block(PrometheusServer, name).url,
+        spark_master_url=spark.master_url,
+        spark_master_ui_url=spark.ui_url,
+        # The Docker engine only where a backend talks to one: a site without Docker needs no such Block.
+        docker_host=load_block(DockerEngine, name).base_url if cfg.opsflow.backend != "local" else None,
+    )
+    return bind_endpoints(cfg, endpoints)
 
 
 def report(result: TickResult, state_path: Path) -> None:
@@ -80,9 +95,11 @@ def spark_autoscale(
     ``config`` is relative to the working directory (the project directory for the deployment's worker).
     """
     cfg_path = Path(config)
-    cfg = load_scaler_config(cfg_path)  # invalid config: a clear error before any action
+    cfg = with_blocks(load_config(cfg_path))  # invalid config or a missing Block: a clear error before any action
     state_path = Path(state_file) if state_file else default_state_path(cfg_path)
-    backend = backend_for(cfg)
+    # The worker's environment is the site's (the local stack's worker gets the stack's): its DOCKER_HOST,
+    # SPARK_CONF_DIR and JAVA_HOME are used as they are.
+    backend = backend_for(cfg, home=default_home(), env=os.environ)
     actions = 0
     n = 0
     while ticks is None or n < ticks:

@@ -13,7 +13,6 @@ pauses it too. `opsflow project resume` starts a new run from where it stopped (
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -26,13 +25,19 @@ from pydantic import Field, create_model
 
 from blocks import PipelineStore, load_block
 from stage_pipeline.definition import PipelineDefinition
-from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus, StageState
+from stage_pipeline.models import PendingDecision, Project, ProjectStatus
 from stage_pipeline.prefect_api import flow_run_state, mark_crashed, online_workers, stage_deployment
-from stage_pipeline.steps import Decision, Step, When, decision_key, first_stage, next_step
+from stage_pipeline.steps import (
+    Decision,
+    Step,
+    When,
+    attempt_problem,
+    decision_key,
+    first_stage,
+    next_step,
+    no_fitting_node,
+)
 from stage_pipeline.store import ProjectStore
-
-#: A running attempt whose heartbeat is older than this is taken as lost (its worker died).
-STALE_AFTER_S = 30.0
 
 
 class DecisionForm(RunInput, Decision):
@@ -54,36 +59,23 @@ def decision_form(definition: PipelineDefinition, stage: str, when: When, descri
 
 
 def _pause(store: ProjectStore, project: str, reason: str, before: str | None = None) -> str:
-    """Pause the project; ``before``: the stage it stopped in front of, which is then PAUSED (req. 1460)."""
+    """Pause the project; ``before``: the stage it stopped in front of (req. 1460)."""
     get_run_logger().info("%s paused: %s", project, reason)
-
-    def pause(p: Project) -> Project:
-        p.pause_requested = False
-        if before is not None and p.stages.get(before) != StageState.RUNNING:
-            p.stages[before] = StageState.PAUSED
-        p.set_status(ProjectStatus.PAUSED, reason, datetime.now(UTC))
-        return p
-
-    store.update(project, pause)
+    store.pause(project, reason, before)
     return f"PAUSED: {reason}"
 
 
 def _claim(store: ProjectStore, project: str, me: str, start: str | None) -> Project:
     """Make this run the project's driver: close attempts whose worker is gone, refuse if one is alive.
 
-    One store update closes the lost attempts and marks the project RUNNING, so nobody sees it PAUSED between.
+    The staleness rule is the core's (:meth:`Project.lost_attempts`); this only reads the heartbeats and tells
+    Prefect about the runs that are gone. One store update then closes the lost attempts and marks the project
+    RUNNING, so nobody sees it PAUSED between.
     """
     p = store.get(project)
-    for attempt in p.running_attempts():
-        beat = store.heartbeat_path(project, attempt.stage, attempt.attempt)
-        age = time.time() - beat.stat().st_mtime if beat.exists() else float("inf")
-        if age < STALE_AFTER_S:
-            raise RuntimeError(
-                f"{project}: stage {attempt.stage} attempt {attempt.attempt} is still running "
-                f"(heartbeat {age:.0f} s ago); pause or abort it first"
-            )
-        if attempt.run_id:
-            mark_crashed(attempt.run_id, f"no heartbeat for {age:.0f} s: its worker is gone")
+    for lost in p.lost_attempts(store.heartbeats(p), datetime.now(UTC)):
+        if lost.run_id:
+            mark_crashed(lost.run_id, f"{lost.heartbeat}: its worker is gone")
     if p.waiting is not None and p.waiting.run_id != me and flow_run_state(p.waiting.run_id) == "PAUSED":
         raise RuntimeError(
             f"{project}: run {p.waiting.run_id} waits for a decision on {p.waiting.stage}; answer its form "
@@ -91,54 +83,24 @@ def _claim(store: ProjectStore, project: str, me: str, start: str | None) -> Pro
         )
     if p.run_id and p.run_id != me and flow_run_state(p.run_id) == "RUNNING":
         mark_crashed(p.run_id, "superseded: its project was resumed by another run")
-
-    def take(q: Project) -> Project:
-        now = datetime.now(UTC)
-        if q.running_attempts():
-            q.mark_lost("its worker stopped during the stage (no heartbeat)", now)
-        if q.waiting is not None and q.waiting.run_id != me:
-            q.waiting = None  # its run is no longer suspended (cancelled, crashed): nobody will answer it
-        q.run_id = me
-        q.set_status(ProjectStatus.RUNNING, f"run {me} started at {start or first_stage(q)}", now)
-        return q
-
-    return store.update(project, take)
+    return store.take_over(project, me, start)
 
 
 def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int, me: str, retry: int = 0) -> Step:
     """Suspend for a decision (or, on re-entry, read the answer given); returns where it leads."""
     logger = get_run_logger()
     p = store.get(project)
-    spec = p.definition.stage(stage)
     key = decision_key(stage, attempt, when, retry)
     if p.waiting is None or p.waiting.key != key:
         pending = PendingDecision(
             key=key, stage=stage, when=when, attempt=attempt, retry=retry, run_id=me, asked=p.updated
         )
-
-        def wait(q: Project) -> Project:
-            q.waiting = pending
-            if when == "before":
-                q.stages[stage] = StageState.PAUSED  # it waits for its go
-            return q
-
-        store.update(project, wait)
-        store.set_status(project, ProjectStatus.WAITING, f"waiting for a decision {when} {stage} in the Prefect UI")
-    form = decision_form(p.definition, stage, when, spec.approval.description)
+        store.ask(project, pending)
+    form = decision_form(p.definition, stage, when, p.definition.stage(stage).approval.description)
     answer = cast(Decision, suspend_flow_run(wait_for_input=form, key=key))  # exits the process until answered
     decision = Decision.model_validate(answer.model_dump(include=set(Decision.model_fields)))
     step = next_step(p.definition, stage, when, decision)
-
-    def answered(q: Project) -> Project:
-        q.waiting = None
-        if decision.comment:
-            done = q.attempts_of(stage)
-            if done:
-                done[-1].comment = "; ".join(x for x in (done[-1].comment, decision.comment) if x)
-        return q
-
-    store.update(project, answered)
-    store.set_status(project, ProjectStatus.RUNNING, f"{decision.action} after the decision {when} {stage}")
+    store.answered(project, stage, decision.comment, f"{decision.action} after the decision {when} {stage}")
     logger.info("%s: decision %s %s: %s %s", project, when, stage, decision.action, decision.model_dump())
     if step.problem:
         logger.warning("%s: refused answer (%s); asking again", project, step.problem)
@@ -180,11 +142,7 @@ def pipeline_run(
             step = _ask(store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
             continue
         if not online_workers(spec.pool):
-            return _pause(
-                store, project,
-                f"no fitting node: no worker of work pool {spec.pool!r} is online for {stage} "
-                f"({spec.resources.gpus} GPU(s), {spec.resources.cpus:g} CPU(s))", before=stage,
-            )  # fmt: skip
+            return _pause(store, project, no_fitting_node(spec), before=stage)
         logger.info("%s: %s on pool %s with env %s", project, stage, spec.pool, step.env)
         child = run_deployment(
             stage_deployment(spec.pool),
@@ -198,14 +156,12 @@ def pipeline_run(
             state = getattr(child, "state", None)
             store.recover_stale(project, f"stage-run ended {state.name if state else 'unknown'} mid-stage")
         p = store.get(project)
-        last = p.attempts_of(stage)[-1] if p.attempts_of(stage) else None
-        if last is None or last.outcome != AttemptOutcome.SUCCEEDED:
-            what = last.outcome.value if last and last.outcome else "did not start"
-            return _pause(store, project, f"{stage} attempt {last.attempt if last else '?'}: {what}")
+        problem = attempt_problem(p, stage)
+        if problem is not None:
+            return _pause(store, project, problem)
         if spec.approval.mode == "after":
-            step = _ask(store, project, stage, "after", last.attempt, me)
+            step = _ask(store, project, stage, "after", p.attempts_of(stage)[-1].attempt, me)
         else:
             step = Step(stage=p.definition.next_stage(stage))
         if pause_after and stage == start_stage:
             return _pause(store, project, f"paused after {stage} as asked at start", before=step.stage)
-

@@ -33,7 +33,7 @@ def check_slurm(block_name: str) -> str:
     cluster = load_block(SlurmCluster, block_name)
     out = Path(cluster.shared_dir) / "stack-check" / f"slurm-{uuid.uuid4().hex[:8]}.out"
     out.parent.mkdir(parents=True, exist_ok=True)
-    job = cluster.cli().submit(
+    job = cluster.get_client().submit(
         # One step task per node: each prints the node it ran on.
         "#!/bin/sh\nsrun --ntasks-per-node=1 sh -c 'echo ran-on=$SLURMD_NODENAME'\n",
         nodes=2,
@@ -51,7 +51,7 @@ def check_slurm(block_name: str) -> str:
 @task(task_run_name="spark: PySpark job")
 def check_spark(block_name: str) -> str:
     cluster = load_block(SparkCluster, block_name)
-    state = cluster.master().state()
+    state = cluster.get_client().state()
     # run_sum_of_squares checks the cluster's answer against the closed form and raises when they differ.
     result = cluster.run_sum_of_squares(n=100_000, partitions=4)
     return f"{len(state.alive_workers)} workers alive; app {result.app_id} in {result.seconds:.1f} s"
@@ -60,7 +60,7 @@ def check_spark(block_name: str) -> str:
 @task(task_run_name="prometheus: scrapes the Spark master", retries=6, retry_delay_seconds=5)
 def check_prometheus(block_name: str) -> str:
     # Retried: right after `up`, Prometheus may not have scraped the master yet.
-    samples = load_block(PrometheusServer, block_name).api().query('up{job="spark-master"}')
+    samples = load_block(PrometheusServer, block_name).get_client().query('up{job="spark-master"}')
     if not samples or samples[0].value != 1.0:
         raise RuntimeError(f'up{{job="spark-master"}} is {[s.value for s in samples]}, expected [1.0]')
     return f'up{{job="spark-master"}} = 1 ({samples[0].labels.get("instance", "")})'
@@ -69,7 +69,7 @@ def check_prometheus(block_name: str) -> str:
 @task(task_run_name="docker: run a container")
 def check_docker(block_name: str) -> str:
     engine = load_block(DockerEngine, block_name)
-    result = engine.engine().run(engine.check_image, ["echo", "hello-from-container"])
+    result = engine.get_client().run(engine.check_image, ["echo", "hello-from-container"])
     if result.exit_code != 0 or "hello-from-container" not in result.logs:
         raise RuntimeError(f"container exited {result.exit_code}: {result.logs!r}")
     return f"{engine.check_image} ran, exit 0"

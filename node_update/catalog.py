@@ -26,9 +26,10 @@ from pathlib import Path
 import hostlist
 
 from node_update.codename import CodenameError, parse_codename
+from node_update.errors import NodeUpdateInputError
 from node_update.models import Catalog, CatalogEntry
 from node_update.spool import UnsafeNameError, root_lock, safe_name
-from opsflow.errors import OpsflowError
+from opsflow.errors import NotFoundError
 from opsflow.files import atomic_write_bytes
 
 CATALOG_NAME = "active-updates.list"
@@ -37,8 +38,12 @@ _CANARY = re.compile(r"canary=(.*)", re.ASCII)
 _COUNT = re.compile(r"[0-9]+", re.ASCII)
 
 
-class CatalogError(OpsflowError, ValueError):
+class CatalogError(NodeUpdateInputError):
     """An operator mistake (publish, retire): the message names the value or file and why; nothing was changed."""
+
+
+class UnknownCodenameError(CatalogError, NotFoundError):
+    """Retiring an update the catalog does not hold."""
 
 
 class _LineError(ValueError):
@@ -294,7 +299,7 @@ def retire(root: Path, codename: str, lock_timeout: float = 60.0) -> CatalogEntr
             else:
                 kept.append(raw)
         if not removed:
-            raise CatalogError(f"{codename}: not in {catalog_path(root)} (unknown codename)")
+            raise UnknownCodenameError(f"{codename}: not in {catalog_path(root)} (unknown codename)")
         parsed = parse_catalog(data.decode(errors="replace"), str(catalog_path(root)))
         entry = next((e for e in parsed.entries if e.codename == codename), None)
         _write(root, b"".join(kept))

@@ -15,18 +15,18 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from opsflow.errors import OpsflowError
+from node_update.errors import NodeUpdateInputError
 
 #: strptime/strftime format of a codename.
 FORMAT = "%Y%m%d%H%M%S"
 _DIGITS = re.compile(r"[0-9]{14}", re.ASCII)
 
 
-class CodenameError(OpsflowError, ValueError):
+class CodenameError(NodeUpdateInputError):
     """A text that is not a codename; ``value`` is the text, ``why`` the reason."""
 
     def __init__(self, value: str, why: str) -> None:
-        super().__init__(f"invalid codename {value!r}: {why}")
+        super().__init__(f"invalid codename {value!r}: {why}", source="codename", field=value)
         self.value = value
         self.why = why
 

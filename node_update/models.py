@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -56,10 +57,12 @@ class Catalog(BaseModel):
         """
         if level is None:
             return []
-        skip = set(skipped)
-        return sorted(
-            e.codename for e in self.entries if e.codename > level and e.codename not in skip and e.covers(node)
-        )
+        # Called for every node on every tick: a list, and a set of ``skipped`` only when there is one.
+        found = [e.codename for e in self.entries if e.codename > level and node in e.node_set]
+        if skipped and found:
+            skip = set(skipped)
+            found = [c for c in found if c not in skip]
+        return sorted(found) if len(found) > 1 else found
 
 
 class LevelReport(BaseModel):
@@ -115,7 +118,18 @@ class Ledger(BaseModel):
     reports_seen_ns: int = 0
 
 
-class Settings(BaseModel):
+class NodeUpdateConfig(BaseModel):
+    """The service's configuration: where the shared root is and how fast a rollout may go.
+
+    One model for every use: the planner reads the limits, the tick and the operator commands the root.
+    :func:`node_update.config.load_config` builds it from a ``NodeUpdateSettings`` Block's values and the
+    environment (``OPSFLOW_NU_*``); the pure code takes it as it is.
+
+    >>> NodeUpdateConfig(root=Path("/shared/nu"), res_limit=8).reservation
+    'node_update'
+    """
+
+    root: Path = Field(description="Shared directory: updates/, active-updates.list, spool/, state/")
     res_limit: int = Field(4, ge=1, description="Most nodes in the reservation at once, FAIL ones included (F6)")
     max_failures: int = Field(3, ge=1, description="FAIL count at which an update stops starting on new nodes")
     reservation: str = Field("node_update", description="Name of the single Slurm reservation (F9)")

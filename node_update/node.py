@@ -7,13 +7,12 @@ A node's local directory comes from ``OPSFLOW_NU_LOCAL_DIR``, a path template wi
 (``/var/lib/opsflow-nu`` at a site, ``<OPSFLOW_HOME>/nodes/{node}`` in the local stack, the default).
 
 Example:
-    >>> import os, tempfile
+    >>> import tempfile
+    >>> from unittest import mock
     >>> tmp = Path(tempfile.mkdtemp())
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = str(tmp / "nodes" / "{node}")
-    >>> boot(tmp / "root", "nid001", now=0.0).level
-    '19700101000000'
-    >>> read_level("nid001")
-    '19700101000000'
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": str(tmp / "nodes" / "{node}")}):
+    ...     boot(tmp / "root", "nid001", now=0.0).level, read_level("nid001")
+    ('19700101000000', '19700101000000')
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from typing import BinaryIO
 from node_update import spool
 from node_update.catalog import SCRIPT_NAME, bundle_dir, load_catalog
 from node_update.codename import CodenameError, codename_at, parse_codename
+from node_update.config import LOCAL_DIR_ENV, local_dir_template
 from node_update.models import ApplyResult, LevelReport, NodeRecord
-from node_update.settings import LOCAL_DIR_ENV, local_dir_template
 from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
 from opsflow.home import default_home
@@ -56,8 +55,9 @@ class NodeError(OpsflowError, ValueError):
 def local_dir(node: str) -> Path:
     """This node's local directory, from the ``OPSFLOW_NU_LOCAL_DIR`` template (``{node}`` replaced).
 
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = "/var/lib/opsflow-nu/{node}"
-    >>> local_dir("nid001")
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": "/var/lib/opsflow-nu/{node}"}):
+    ...     local_dir("nid001")
     PosixPath('/var/lib/opsflow-nu/nid001')
     """
     spool.safe_name(node)
@@ -75,8 +75,9 @@ def read_level(node: str) -> str | None:
 
     Raises :class:`NodeError` naming the file when it holds something that is not a codename.
 
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = "/nonexistent/{node}"
-    >>> read_level("nid001") is None
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": "/nonexistent/{node}"}):
+    ...     read_level("nid001") is None
     True
     """
     path = level_path(node)
@@ -94,8 +95,9 @@ def write_level(node: str, codename: str) -> None:
     """Set the node's level to ``codename`` (atomic; a crash leaves the old level or the new one).
 
     >>> import tempfile
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = tempfile.mkdtemp() + "/{node}"
-    >>> write_level("nid001", "20260101000000"); read_level("nid001")
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": tempfile.mkdtemp() + "/{node}"}):
+    ...     write_level("nid001", "20260101000000"); read_level("nid001")
     '20260101000000'
     """
     atomic_write_text(level_path(node), parse_codename(codename) + "\n")
@@ -105,8 +107,9 @@ def boot(root: Path, node: str, now: datetime | float | None = None) -> LevelRep
     """Boot hook (F7): a booted node counts as updated up to its boot time; record that and report it.
 
     >>> import tempfile
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = tempfile.mkdtemp() + "/{node}"
-    >>> boot(Path(tempfile.mkdtemp()), "nid001", now=datetime(2026, 5, 1)).level
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": tempfile.mkdtemp() + "/{node}"}):
+    ...     boot(Path(tempfile.mkdtemp()), "nid001", now=datetime(2026, 5, 1)).level
     '20260501000000'
     """
     moment = time.time() if now is None else now
@@ -128,8 +131,9 @@ def check(root: Path, node: str, source: str = "epilog") -> list[str]:
     nobody knows; its boot hook (``opsflow nu boot``) gives it a level. An unsafe node name still raises.
 
     >>> import tempfile
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = tempfile.mkdtemp() + "/{node}"
-    >>> check(Path(tempfile.mkdtemp()), "nid001")
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": tempfile.mkdtemp() + "/{node}"}):
+    ...     check(Path(tempfile.mkdtemp()), "nid001")  # no local.version yet: nothing to report
     []
     """
     spool.safe_name(node)
@@ -177,8 +181,9 @@ def apply(
     the next expected codename (exit 2): the node's state is unknown and needs an operator.
 
     >>> import tempfile
-    >>> os.environ["OPSFLOW_NU_LOCAL_DIR"] = tempfile.mkdtemp() + "/{node}"
-    >>> apply(Path(tempfile.mkdtemp()), "nid001")
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"OPSFLOW_NU_LOCAL_DIR": tempfile.mkdtemp() + "/{node}"}):
+    ...     apply(Path(tempfile.mkdtemp()), "nid001")  # an empty catalog: nothing pending
     []
     """
     spool.safe_name(node)

@@ -1,7 +1,15 @@
 """Operator actions on the ledger (``opsflow nu resolve`` / ``status``): the same functions back the CLI and the UI.
 
 Example:
-    $ opsflow nu resolve nid003 --retry
+    >>> import tempfile
+    >>> from node_update.models import NodeRecord, NodeState
+    >>> root = Path(tempfile.mkdtemp())
+    >>> rec = NodeRecord(level="20260101000000", state=NodeState.FAIL, failed_codename="20260102000000")
+    >>> spool.save_ledger(root, Ledger(nodes={"nid003": rec}))
+    >>> resolve_failure(root, "nid003", Resolution.RELEASE).reason
+    'resolved by operator: release'
+    >>> [(s.node, s.state) for s in node_statuses(spool.load_ledger(root))]
+    [('nid003', 'IDLE')]
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from node_update import spool
+from node_update.errors import NodeUpdateInputError
 from node_update.models import Ledger, NodeState
-from opsflow.errors import OpsflowError
+from opsflow.errors import NotFoundError, OpsflowError
 
 
 class Resolution(StrEnum):
@@ -25,7 +34,17 @@ class ResolveError(OpsflowError, ValueError):
     """The node is not in FAIL, or unknown."""
 
 
+class NotFailedError(ResolveError, NodeUpdateInputError):
+    """The node is known but not in FAIL: there is nothing to resolve."""
+
+
+class UnknownNodeError(ResolveError, NotFoundError):
+    """The service has never seen this node (it is not in the ledger)."""
+
+
 class NodeStatus(BaseModel):
+    """One node as the last tick left it."""
+
     node: str
     state: str
     level: str | None
@@ -35,14 +54,16 @@ class NodeStatus(BaseModel):
 def resolve_failure(root: Path, node: str, how: Resolution) -> NodeStatus:
     """Move a FAIL node on: retry its failed update, or release it (the update is then skipped on it).
 
-    Either way the next tick acts on it; the failure budget of that update gets one failure back.
+    Either way the next tick acts on it; the failure budget of that update gets one failure back. Raises
+    :class:`UnknownNodeError` for a node no tick has seen, :class:`NotFailedError` for one not in FAIL.
     """
     with spool.root_lock(root):
         ledger = spool.load_ledger(root)
         rec = ledger.nodes.get(node)
-        if rec is None or rec.state != NodeState.FAIL:
-            state = "unknown to the service" if rec is None else f"in state {rec.state.value}"
-            raise ResolveError(f"{node} is {state}, not FAIL: nothing to resolve")
+        if rec is None:
+            raise UnknownNodeError(f"{node}: unknown to the node update service (no tick has seen it)")
+        if rec.state != NodeState.FAIL:
+            raise NotFailedError(f"{node}: in state {rec.state.value}, not FAIL: nothing to resolve", field="state")
         if how == Resolution.RELEASE and rec.failed_codename:
             rec.skipped = sorted({*rec.skipped, rec.failed_codename})
         rec.state = NodeState.IDLE

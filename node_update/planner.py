@@ -13,11 +13,12 @@ Rules (seed section V-VI):
   failed canary, starts on no new node; a catalog with a bad line starts nothing new.
 
 Example:
+    >>> from pathlib import Path
     >>> from node_update.models import CatalogEntry
     >>> snap = ClusterSnapshot(nodes=[SlurmNodeView(name="n1", state="idle", has_job=False)], reservation=None)
     >>> cat = Catalog(entries=[CatalogEntry(codename="20260102000000", nodes=["n1"])])
     >>> led = Ledger(nodes={"n1": NodeRecord(level="20260101000000")})
-    >>> plan_tick(snap, cat, led, [], [], Settings(res_limit=2)).reservation
+    >>> plan_tick(snap, cat, led, [], [], NodeUpdateConfig(root=Path("/shared/nu"), res_limit=2)).reservation
     ['n1']
 """
 
@@ -33,8 +34,8 @@ from node_update.models import (
     LevelReport,
     NodeRecord,
     NodeState,
+    NodeUpdateConfig,
     Plan,
-    Settings,
     SlurmNodeView,
 )
 
@@ -90,9 +91,11 @@ def record_messages(
     new_failures: dict[str, str] = {}
     for report in sorted(reports, key=lambda r: r.at):
         rec = led.nodes.setdefault(report.node, NodeRecord())
+        rebooted = report.source == "boot" and (rec.level is None or report.level > rec.level)
         rec.level = _max_level(rec.level, report.level)
-        if report.source == "boot":
-            # F7: a rebooted node is up to date as of its boot time; an old failure no longer applies to it.
+        if rebooted:
+            # F7: a rebooted node is up to date as of its boot time; an old failure no longer applies to it. Only a
+            # boot newer than the level counts: the same report read again must not undo an operator's release.
             rec.skipped = []
             failed = rec.failed_codename
             if rec.state == NodeState.FAIL and failed and rec.level is not None and rec.level >= failed:
@@ -111,7 +114,7 @@ def record_messages(
     return led, new_failures
 
 
-def halted_updates(catalog: Catalog, ledger: Ledger, settings: Settings) -> dict[str, str]:
+def halted_updates(catalog: Catalog, ledger: Ledger, settings: NodeUpdateConfig) -> dict[str, str]:
     """Updates that start on no new node, with the reason: failure budget spent, or a canary that failed."""
     fails = Counter(r.failed_codename for r in ledger.nodes.values() if r.state == NodeState.FAIL)
     halted: dict[str, str] = {}
@@ -139,7 +142,7 @@ def plan_tick(
     ledger: Ledger,
     reports: list[LevelReport],
     results: list[ApplyResult],
-    settings: Settings,
+    settings: NodeUpdateConfig,
 ) -> Plan:
     """Decide one tick (F2, F5, F6, F7, F9; see the module docstring for every rule)."""
     led, new_failures = record_messages(ledger, reports, results)
@@ -185,9 +188,7 @@ def plan_tick(
                 keep_ready.append(name)
                 in_flight[nxt] += 1
                 rec.state = NodeState.READY
-                rec.reason = (
-                    "" if usable(node) else f"waiting: node is {node.state}{' with a job' if node.has_job else ''}"
-                )
+                rec.reason = "" if usable(node) else f"waiting: {_busy(node)}"
             continue
         rec.state = NodeState.IDLE
         rec.reason = ""

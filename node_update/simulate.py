@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -37,7 +38,7 @@ from node_update.models import (
     ClusterSnapshot,
     Ledger,
     NodeRecord,
-    Settings,
+    NodeUpdateConfig,
     SlurmNodeView,
 )
 from node_update.planner import plan_tick
@@ -45,6 +46,8 @@ from node_update.planner import plan_tick
 #: Every node's level at t=0 (it booted before the update was published: F7) and the update's codename.
 BOOT_LEVEL = "20260101000000"
 UPDATE = "20260102000000"
+#: The planner never touches the root; the configuration only needs one.
+SIMULATED_ROOT = Path("/simulated")
 EPS = 1e-9
 
 _JOB_END, _JOB_START, _UPDATE_DONE = 0, 1, 2
@@ -96,7 +99,7 @@ def simulate(cfg: SimulationConfig) -> SimulationResult:
     names = node_names(cfg.nodes)
     index = {n: i for i, n in enumerate(names)}
     catalog = Catalog(entries=[CatalogEntry(codename=UPDATE, nodes=names)])
-    settings = Settings(res_limit=cfg.res_limit)
+    settings = NodeUpdateConfig(root=SIMULATED_ROOT, res_limit=cfg.res_limit)
 
     events: list[tuple[float, int, int, int, int]] = []  # (time, seq, kind, node, token)
     seq = 0
@@ -187,7 +190,8 @@ def simulate(cfg: SimulationConfig) -> SimulationResult:
                         idle_waiting.add(i)
             reserved = now_reserved
             max_reserved = max(max_reserved, len(reserved))
-            assert len(reserved) <= cfg.res_limit, f"F6 violated: {len(reserved)} > res_limit {cfg.res_limit}"
+            if len(reserved) > cfg.res_limit:  # the planner broke F6: a result built on that would mislead
+                raise RuntimeError(f"F6 violated: {len(reserved)} nodes reserved > res_limit {cfg.res_limit}")
             for name in plan.start:
                 i = index[name]
                 applying.add(i)

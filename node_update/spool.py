@@ -33,6 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from node_update.errors import NodeUpdateInputError
 from node_update.models import ApplyResult, Ledger, LevelReport
 from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
@@ -45,8 +46,8 @@ class SpoolError(OpsflowError, ValueError):
     """A problem with the shared root: an unsafe name, an unreadable ledger, a lock not obtained."""
 
 
-class UnsafeNameError(SpoolError):
-    """A node name or codename that must not become part of a path."""
+class UnsafeNameError(SpoolError, NodeUpdateInputError):
+    """A node name or codename that must not become part of a path (bad input)."""
 
 
 class LockTimeout(SpoolError):
@@ -244,7 +245,11 @@ def consume_reports(root: Path, reports: list[LevelReport]) -> None:
     """Delete the report files the tick recorded, unless a node replaced one since it was read (kept then).
 
     >>> import tempfile
-    >>> consume_reports(Path(tempfile.mkdtemp()), [])
+    >>> root = Path(tempfile.mkdtemp())
+    >>> write_report(root, LevelReport(node="nid001", level="20260101000000", at=1.0))
+    >>> reports, _ = read_reports(root)
+    >>> consume_reports(root, reports); read_reports(root)
+    ([], [])
     """
     for report in reports:
         _consume(report_path(root, report.node), report)
@@ -293,7 +298,11 @@ def consume_results(root: Path, results: list[ApplyResult]) -> None:
     """Delete the result files the tick recorded (logs stay for the operator); a rewritten file is kept.
 
     >>> import tempfile
-    >>> consume_results(Path(tempfile.mkdtemp()), [])
+    >>> root = Path(tempfile.mkdtemp())
+    >>> write_result(root, ApplyResult(node="nid001", codename="20260101000000", ok=True, exit_code=0, at=1.0))
+    >>> results, _ = read_results(root)
+    >>> consume_results(root, results); read_results(root)
+    ([], [])
     """
     for result in results:
         _consume(result_path(root, result.node, result.codename), result)
@@ -319,7 +328,7 @@ def load_ledger(root: Path) -> Ledger:
 
     >>> import tempfile
     >>> load_ledger(Path(tempfile.mkdtemp()))
-    Ledger(nodes={})
+    Ledger(nodes={}, reports_seen_ns=0)
     """
     path = ledger_path(root)
     try:
@@ -336,7 +345,11 @@ def save_ledger(root: Path, ledger: Ledger) -> None:
     """Replace the ledger atomically.
 
     >>> import tempfile
-    >>> save_ledger(Path(tempfile.mkdtemp()), Ledger())
+    >>> from node_update.models import NodeRecord
+    >>> root = Path(tempfile.mkdtemp())
+    >>> save_ledger(root, Ledger(nodes={"nid001": NodeRecord(level="20260101000000")}))
+    >>> load_ledger(root).nodes["nid001"].level
+    '20260101000000'
     """
     atomic_write_text(ledger_path(root), ledger.model_dump_json(indent=1) + "\n")
 

@@ -5,11 +5,17 @@ A thesis file loads unchanged::
     general:   {interval_seconds, cooldown_period_seconds, recurrence_factor, prometheus_url}
     metrics:   {<name>: {query, target_utilization, thresholds: {min, max}}}
     worker:    {service_name, thresholds: {min, max}}
-    opsflow:   our keys (optional): backend, Spark master, GPU, scale-in mode, the policy switches
+    opsflow:   our keys (optional): where to read and act (Blocks or URLs), backend, GPU, scale-in mode, the
+               policy switches
 
 Every section forbids unknown keys, so a typo is an error, not a silently ignored setting. Errors name the file,
 the line and the key path (``autoscaler.yaml:12: metrics.cpu.thresholds.max: ...``), found from the YAML node
 marks. Pure: :func:`load_config` reads one file, everything else works on text.
+
+Where the scaler reads and acts (Prometheus, the Spark master, the Docker engine) comes from the file, or, with
+``opsflow.blocks: <name>`` (``opsflow.local_stack: true`` is short for ``blocks: local``), from the Blocks of that
+name (``PrometheusServer``, ``SparkCluster``, ``DockerEngine``): the caller reads them and applies them with
+:func:`bind_endpoints`, which overrides the file's URLs.
 
 Example:
     >>> cfg = load_config_text(EXAMPLE_THESIS_YAML)
@@ -22,8 +28,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from opsflow.errors import InputError
 from opsflow.yaml_lines import line_of, load_mapping
@@ -135,6 +142,10 @@ class WorkerConfig(_Section):
 
 ScaleInMode = Literal["never_while_apps", "graceful"]
 Backend = Literal["local", "docker", "swarm"]
+#: The Blocks the local stack saves (``opsflow up``); ``local_stack: true`` means these.
+LOCAL_BLOCKS = "local"
+#: The local stack's image (podman, no registry): busybox only, so the host's Spark runtime is bind-mounted.
+DEFAULT_WORKER_IMAGE = "localhost/opsflow-busybox:latest"
 
 
 class OpsflowConfig(_Section):
@@ -151,12 +162,31 @@ class OpsflowConfig(_Section):
         default="http://127.0.0.1:8080", min_length=1, description="Spark master web UI (its /json/ is read)"
     )
     spark_master_url: str | None = Field(
-        default=None, description="spark:// URL new workers register with; default: the local stack's master"
+        default=None,
+        description="spark:// URL new workers register with; default: port 7077 on the host of spark_master_ui_url",
+    )
+    docker_host: str | None = Field(
+        default=None,
+        description="Docker API URL of the docker and swarm backends (unix:///path.sock, tcp://host:port); "
+        "default: DOCKER_HOST, else Docker's own socket",
+    )
+    blocks: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of the Blocks (SparkCluster, PrometheusServer, DockerEngine) whose URLs replace "
+        "general.prometheus_url, the Spark master URLs and docker_host of this file",
     )
     local_stack: bool = Field(
         default=False,
-        description="Take general.prometheus_url and the Spark master URLs from the local stack under "
-        "OPSFLOW_HOME (`opsflow up`) instead of this file",
+        description="Short for `blocks: local`: the Blocks the local stack (`opsflow up`) saves",
+    )
+    worker_image: str = Field(
+        default=DEFAULT_WORKER_IMAGE, min_length=1, description="Image of a docker worker (never pulled)"
+    )
+    host_runtime: bool = Field(
+        default=True,
+        description="docker: bind-mount the host's JDK, Python and Spark read-only into each worker container "
+        "(for an image without them, like the local stack's busybox)",
     )
     gpu: bool = Field(default=False, description="Start each worker pinned to one free GPU (seed §8.2.3)")
     cores_per_worker: int = Field(default=1, ge=1, description="Cores one worker offers (demand signals)")
@@ -191,6 +221,32 @@ class OpsflowConfig(_Section):
         "when nothing runs or waits and every metric is low",
     )
 
+    @model_validator(mode="after")
+    def _one_block_name(self) -> OpsflowConfig:
+        if self.local_stack and self.blocks not in (None, LOCAL_BLOCKS):
+            raise ValueError(f"local_stack: true means blocks: {LOCAL_BLOCKS}; it contradicts blocks: {self.blocks}")
+        return self
+
+    @property
+    def block_name(self) -> str | None:
+        """The name of the Blocks to read the URLs from, or None (the URLs of this file).
+
+        >>> OpsflowConfig(local_stack=True).block_name, OpsflowConfig().block_name
+        ('local', None)
+        """
+        return self.blocks or (LOCAL_BLOCKS if self.local_stack else None)
+
+    @property
+    def master_url(self) -> str:
+        """The ``spark://`` URL workers register with: ``spark_master_url``, else port 7077 of the UI's host.
+
+        >>> OpsflowConfig(spark_master_ui_url="http://10.0.0.5:8080").master_url
+        'spark://10.0.0.5:7077'
+        """
+        if self.spark_master_url:
+            return self.spark_master_url
+        return f"spark://{urlsplit(self.spark_master_ui_url).hostname or '127.0.0.1'}:7077"
+
 
 class ScalerConfig(_Section):
     """The whole file: the thesis's three sections plus ``opsflow:``."""
@@ -207,6 +263,30 @@ class ScalerConfig(_Section):
             if not str(name).strip():
                 raise ValueError("a metric name must not be empty")
         return value
+
+
+class Endpoints(BaseModel):
+    """Where the scaler reads and acts, as a site's Blocks give them (None: keep the file's value)."""
+
+    prometheus_url: str | None = Field(default=None, description="PrometheusServer.url")
+    spark_master_url: str | None = Field(default=None, description="SparkCluster.master_url")
+    spark_master_ui_url: str | None = Field(default=None, description="SparkCluster.ui_url")
+    docker_host: str | None = Field(default=None, description="DockerEngine.base_url")
+
+
+def bind_endpoints(cfg: ScalerConfig, endpoints: Endpoints) -> ScalerConfig:
+    """``cfg`` with the URLs of ``endpoints`` in place of the file's (pure; ``cfg`` is not changed).
+
+    >>> cfg = load_config_text(EXAMPLE_THESIS_YAML)
+    >>> bound = bind_endpoints(cfg, Endpoints(prometheus_url="http://prom:9090", spark_master_ui_url="http://m:8080"))
+    >>> bound.general.prometheus_url, bound.opsflow.master_url, cfg.general.prometheus_url
+    ('http://prom:9090', 'spark://m:7077', 'http://localhost:9090')
+    """
+    general = {"prometheus_url": endpoints.prometheus_url} if endpoints.prometheus_url else {}
+    ours = {key: value for key, value in endpoints.model_dump(exclude={"prometheus_url"}).items() if value is not None}
+    return cfg.model_copy(
+        update={"general": cfg.general.model_copy(update=general), "opsflow": cfg.opsflow.model_copy(update=ours)}
+    )
 
 
 # --- YAML with line numbers -------------------------------------------------------------------------------------
@@ -246,8 +326,11 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
 def load_config(path: str | Path) -> ScalerConfig:
     """Read and validate a configuration file (thesis form plus ``opsflow:``); nothing else is touched.
 
-    >>> load_config("examples/spark_scaler/autoscaler.yaml").opsflow.backend  # doctest: +SKIP
-    'local'
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "autoscaler.yaml"
+    >>> _ = path.write_text(EXAMPLE_THESIS_YAML)
+    >>> load_config(path).opsflow.backend, load_config(path).worker.service_name
+    ('local', 'computing_spark-worker')
     """
     path = Path(path)
     try:

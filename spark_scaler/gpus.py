@@ -3,25 +3,21 @@
 A GPU is *free* for a new worker when no process of anyone else runs on it, its used memory is under a
 threshold and enough memory is left; a GPU already pinned to one of our workers is never free. The selection is
 pure (:func:`select_free_gpus`, :func:`pick_gpu`): tests inject inventories, the scaler reads nvidia-ml-py's
-(:func:`opsflow.gpu.list_gpus`). Each GPU worker is then started pinned to the picked GPU by its backend.
+(:func:`opsflow.gpu.list_gpus`, the one NVML adapter). Each GPU worker is then started pinned to the picked GPU by
+its backend. The thresholds are in MiB (nvidia-smi's unit, what an operator types); the inventory is in bytes.
 
 Example:
-    >>> g = [GpuInfo(index=0, name="A", uuid="GPU-a", memory_total_mb=16000, memory_used_mb=0, processes=0),
-    ...      GpuInfo(index=1, name="A", uuid="GPU-b", memory_total_mb=16000, memory_used_mb=0, processes=0)]
+    >>> g = [GpuInfo(index=0, name="A", uuid="GPU-a", memory_total_bytes=16000 * MIB, memory_used_bytes=0),
+    ...      GpuInfo(index=1, name="A", uuid="GPU-b", memory_total_bytes=16000 * MIB, memory_used_bytes=0)]
     >>> pick_gpu(g, taken={"GPU-a"}).uuid
     'GPU-b'
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
 
-from opsflow.gpu import GpuInfo, list_gpus
-
-log = logging.getLogger(__name__)
+from opsflow.gpu import MIB, GpuInfo, list_gpus
 
 #: A new worker needs at least this much free GPU memory.
 DEFAULT_MIN_FREE_MEMORY_MB = 1024
@@ -49,15 +45,16 @@ def is_free(
 ) -> bool:
     """Whether a new worker may take ``gpu`` (pure).
 
-    >>> is_free(GpuInfo(index=0, name="A", uuid="u", memory_total_mb=8000, memory_used_mb=300, processes=1))
+    >>> is_free(GpuInfo(index=0, name="A", uuid="u", memory_total_bytes=8000 * MIB, memory_used_bytes=300 * MIB,
+    ...                 processes=1))
     False
     """
     if gpu.uuid in used_by_us:
         return False
     return (
         gpu.processes == 0
-        and gpu.memory_used_mb <= max_used_memory_mb
-        and gpu.memory_total_mb - gpu.memory_used_mb >= min_free_memory_mb
+        and gpu.memory_used_bytes <= max_used_memory_mb * MIB
+        and gpu.memory_free_bytes >= min_free_memory_mb * MIB
     )
 
 
@@ -130,47 +127,24 @@ class GpuInventory:
 
 
 class NvmlGpuUtilization:
-    """GPU utilisation (0..1, the share of time a kernel ran) from ``nvmlDeviceGetUtilizationRates``.
+    """GPU utilisation (0..1, the share of time a kernel ran), read through :func:`opsflow.gpu.list_gpus`.
 
-    Never raises: no driver gives ``{}``, a GPU that cannot be read gives None for it.
+    Never raises: no driver gives ``{}`` (or None for each asked UUID), a GPU that cannot be read gives None.
+    ``source`` replaces the reading (tests, other hosts).
 
     Example:
-        >>> isinstance(NvmlGpuUtilization().utilization(), dict)
-        True
+        >>> NvmlGpuUtilization([GpuInfo(index=0, name="A", uuid="GPU-a", memory_total_bytes=MIB,
+        ...                             memory_used_bytes=0, utilization=0.5)]).utilization(["GPU-a", "GPU-x"])
+        {'GPU-a': 0.5, 'GPU-x': None}
     """
 
-    def utilization(self, uuids: Collection[str] | None = None) -> dict[str, float | None]:
-        """UUID → utilisation of the GPUs in ``uuids`` (every GPU when None)."""
-        try:
-            import pynvml
+    def __init__(self, source: Sequence[GpuInfo] | Callable[[], list[GpuInfo]] | None = None) -> None:
+        self._source = source if source is not None else list_gpus
 
-            pynvml.nvmlInit()
-        except Exception:  # no library, no driver: no GPU here
-            return {uuid: None for uuid in uuids or ()}
-        try:
-            handles: dict[str, Any] = {}
-            if uuids is None:
-                for i in range(pynvml.nvmlDeviceGetCount()):
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-                    uuid = pynvml.nvmlDeviceGetUUID(handle)
-                    handles[uuid.decode() if isinstance(uuid, bytes) else str(uuid)] = handle
-            else:
-                for uuid in uuids:
-                    try:
-                        handles[uuid] = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-                    except pynvml.NVMLError:
-                        handles[uuid] = None
-            values: dict[str, float | None] = {}
-            for uuid, handle in handles.items():
-                try:
-                    values[uuid] = None if handle is None else pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
-                except pynvml.NVMLError as exc:
-                    log.debug("cannot read the utilisation of GPU %s: %s", uuid, exc)
-                    values[uuid] = None
-            return values
-        except Exception as exc:  # a driver fault mid-way: report nothing rather than fail a tick
-            log.debug("NVML failed: %s", exc)
-            return {uuid: None for uuid in uuids or ()}
-        finally:
-            with contextlib.suppress(Exception):
-                pynvml.nvmlShutdown()
+    def utilization(self, uuids: Collection[str] | None = None) -> dict[str, float | None]:
+        """UUID → utilisation of the GPUs in ``uuids`` (every GPU when None); None for a GPU not found or unread."""
+        gpus = self._source() if callable(self._source) else self._source
+        by_uuid = {g.uuid: g.utilization for g in gpus}
+        if uuids is None:
+            return by_uuid
+        return {uuid: by_uuid.get(uuid) for uuid in uuids}

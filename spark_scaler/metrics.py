@@ -27,10 +27,15 @@ from typing import Protocol
 
 from opsflow.adapters.prometheus import PrometheusAPI, PrometheusError, Sample
 from opsflow.adapters.spark import MasterState, SparkError, SparkMaster
-from opsflow.stack.prometheus import GROUP_EXECUTOR, GROUP_PYTHON
 from spark_scaler.backends.base import WorkerBackend
 from spark_scaler.gpus import NvmlGpuUtilization
 from spark_scaler.models import Observation, WorkerRef
+
+#: prometheus-process-exporter group names (``groupname`` label of ``namedprocess_namegroup_*``) of the Spark
+#: executor JVMs and of PySpark's Python daemon and the workers it forks. The local stack's process-exporter
+#: config groups the processes under these names; the cpu query reads them.
+GROUP_EXECUTOR = "spark-executor"
+GROUP_PYTHON = "spark-python"
 
 SPARK_CORES_QUERY = "spark:cores"
 NVML_GPU_QUERY = "nvml:gpu"
@@ -191,10 +196,11 @@ def observe(
 ) -> Observation:
     """Read the master, every metric of ``queries`` and the backend's workers; never raises.
 
-    Example:
-        >>> observe(SparkMaster("http://127.0.0.1:8080"), PrometheusAPI("http://127.0.0.1:9090"),
-        ...         DEFAULT_QUERIES, None, time.time()).metrics  # doctest: +SKIP
-        {'cpu': 0.83}
+    Example (nothing listens on port 1: every source is missing, and each says why):
+        >>> obs = observe(SparkMaster("http://127.0.0.1:1", timeout_s=1), PrometheusAPI("http://127.0.0.1:1"),
+        ...               {**DEFAULT_QUERIES, **MASTER_QUERIES}, None, now=0.0)
+        >>> obs.active_workers, obs.metrics, [p.split(":")[0] for p in obs.problems]
+        (0, {'cpu': None, 'cores': None}, ['Spark master unreachable', 'cpu', 'cores'])
     """
     problems: list[str] = []
     state: MasterState | None

@@ -24,13 +24,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from opsflow.errors import InputError
+from opsflow.errors import InputError, NotFoundError
 from opsflow.yaml_lines import line_of, load_mapping
 from stage_pipeline.logscan import DEFAULT_ERROR_REGEX, progress_groups_ok
 
 #: Pipeline, stage and project names: safe as a file or directory name and in a Prefect parameter.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: An environment variable name, in a stage's env and in an override given at start or in a decision.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -115,7 +116,7 @@ class StageDefinition(_Strict):
             return value
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            if not isinstance(key, str) or not _ENV_NAME.match(key):
+            if not isinstance(key, str) or not ENV_NAME.match(key):
                 raise ValueError(f"not an environment variable name: {key!r}")
             # Numbers are written unquoted in YAML (MIN_AREA: 40); booleans are refused as `yes` would become True.
             out[key] = str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
@@ -175,11 +176,11 @@ class PipelineDefinition(_Strict):
         return [stage.name for stage in self.stages]
 
     def stage(self, name: str) -> StageDefinition:
-        """The stage called ``name``; KeyError when the pipeline has none."""
+        """The stage called ``name``; :class:`~opsflow.errors.NotFoundError` (a KeyError) when the pipeline has none."""
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"pipeline {self.name!r} has no stage {name!r} (stages: {', '.join(self.stage_names)})")
+        raise NotFoundError(f"pipeline {self.name!r} has no stage {name!r} (stages: {', '.join(self.stage_names)})")
 
     def next_stage(self, name: str) -> str | None:
         """The stage after ``name`` in definition order (None after the last)."""
@@ -241,7 +242,7 @@ def parse_definition(
 def load_definition(path: str | Path, expected_name: str | None = None) -> PipelineDefinition:
     """Read and validate one definition file.
 
-    >>> load_definition("examples/video_tracking/pipeline.yaml").name  # doctest: +SKIP
+    >>> load_definition(Path(__file__).parents[1] / "examples/video_tracking/pipeline.yaml").name
     'video-tracking'
     """
     path = Path(path)

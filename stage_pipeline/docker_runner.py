@@ -44,6 +44,7 @@ def container_kwargs(job: StageJob, network_mode: str = "host") -> dict[str, Any
 
     Container root gets no capabilities, so it cannot override the permissions of sealed input files.
 
+    >>> from pathlib import Path
     >>> kw = container_kwargs(StageJob(image="busybox", argv=["true"], workdir=Path("/w"), gpus=1))
     >>> kw["volumes"], kw["device_requests"][0]["Count"]
     ({'/w': {'bind': '/workspace', 'mode': 'rw'}}, 1)

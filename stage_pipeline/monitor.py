@@ -1,4 +1,4 @@
-"""Node monitoring: CPU, memory, network I/O (psutil) and GPUs (nvidia-ml-py) of the node this runs on.
+"""Node monitoring: CPU, memory, network I/O (psutil) and GPUs (through opsflow.gpu) of the node this runs on.
 
 The models and :func:`snapshot_rows` are pure; :func:`sample_node` is the one function that reads the machine.
 A node without an NVIDIA driver has no GPUs, reported as an empty list with a note saying why.
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import psutil
 from pydantic import BaseModel, Field
 
-from opsflow.gpu import GpuInfo, list_gpus
+from opsflow.gpu import MIB, GpuInfo, list_gpus, no_gpu_reason
 
 GIB = 2**30
 
@@ -61,15 +61,20 @@ def rate(before: int, after: int, seconds: float) -> float:
     return (after - before) / seconds
 
 
-def gpu_samples(infos: Iterable[GpuInfo], util: dict[int, float]) -> list[GpuSample]:
-    """GpuSamples from :func:`opsflow.gpu.list_gpus` entries and utilisation by index (missing: None)."""
+def gpu_samples(infos: Iterable[GpuInfo]) -> list[GpuSample]:
+    """GpuSamples (%, MiB: this table's units) from :func:`opsflow.gpu.list_gpus` entries (fraction, bytes).
+
+    >>> gpu_samples([GpuInfo(index=0, uuid="GPU-a", name="A100", memory_used_bytes=1024 * MIB,
+    ...                      memory_total_bytes=40960 * MIB, utilization=0.35)])[0].util_percent
+    35.0
+    """
     return [
         GpuSample(
             index=g.index,
             name=g.name,
-            util_percent=util.get(g.index),
-            mem_used_mb=g.memory_used_mb,
-            mem_total_mb=g.memory_total_mb,
+            util_percent=g.utilization_percent,
+            mem_used_mb=g.memory_used_bytes // MIB,
+            mem_total_mb=g.memory_total_bytes // MIB,
         )
         for g in infos
     ]
@@ -113,48 +118,12 @@ def snapshot_rows(snaps: Iterable[NodeSnapshot]) -> list[dict[str, str | int | f
 
 
 # --- reading the machine -----------------------------------------------------------------------------------------
-def _gpu_utilization() -> dict[int, float]:
-    """Utilisation % by GPU index (gpu.py's inventory has none); {} when NVML is not usable."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no library, no driver: list_gpus reports the same as no GPUs
-        return {}
-    try:
-        return {
-            i: float(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(i)).gpu)
-            for i in range(pynvml.nvmlDeviceGetCount())
-        }
-    except Exception:  # a GPU that does not report utilisation (some vGPUs, MIG): shown as unknown
-        return {}
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _why_no_gpu() -> str:
-    """A human reason for an empty GPU list."""
-    try:
-        import pynvml
-    except ImportError:
-        return "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return f"no NVIDIA driver ({exc})"
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-    finally:
-        pynvml.nvmlShutdown()
-    return "the NVIDIA driver reports no GPU" if count == 0 else "GPUs could not be read"
-
-
 def read_gpus() -> tuple[list[GpuSample], str | None]:
     """This node's GPUs through :mod:`opsflow.gpu`, or ``([], reason)``."""
     infos = list_gpus()
     if not infos:
-        return [], _why_no_gpu()
-    return gpu_samples(infos, _gpu_utilization()), None
+        return [], no_gpu_reason() or "GPUs could not be read"
+    return gpu_samples(infos), None
 
 
 def sample_node(

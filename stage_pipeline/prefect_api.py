@@ -19,6 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, WorkerStatus
 from prefect.states import Crashed
 
+from opsflow.errors import AdapterError
 from stage_pipeline.steps import Decision
 
 PIPELINE_DEPLOYMENT = "pipeline-run/pipeline-run"
@@ -91,14 +92,17 @@ def wait_for_form(run_id: str, timeout_s: float = 60.0) -> bool:
 def answer(run_id: str, decision: Decision, timeout_s: float = 60.0) -> None:
     """Resume a run suspended for a decision, with ``decision`` as the form's input.
 
-    Waits up to ``timeout_s`` for the form to exist. Raises RuntimeError with the server's reason when the input
-    is refused (the run then stays suspended).
+    Waits up to ``timeout_s`` for the form to exist. Raises :class:`~opsflow.errors.AdapterError` (a
+    RuntimeError) with the server's reason when the input is refused (the run then stays suspended).
     """
     from prefect.flow_runs import resume_flow_run
 
     if not wait_for_form(run_id, timeout_s):
-        raise RuntimeError(f"flow run {run_id} shows no form to answer within {timeout_s:.0f} s")
-    resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True))
+        raise AdapterError(f"flow run {run_id} shows no form to answer within {timeout_s:.0f} s")
+    try:
+        resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True))
+    except RuntimeError as exc:  # Prefect's own refusal (the input does not match the form's schema)
+        raise AdapterError(f"the server refused the answer to run {run_id}: {exc}") from exc
 
 
 def flow_run_state(run_id: str) -> str | None:
@@ -108,10 +112,18 @@ def flow_run_state(run_id: str) -> str | None:
     return run.state.type.value if run.state else None
 
 
+def flow_run_end(run_id: str) -> str | None:
+    """How a flow run ended (``"Failed: <message>"``), None while it is not in a final state."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    if run.state is None or not run.state.is_final():
+        return None
+    return f"{run.state.name}: {run.state.message or 'no message'}"
+
+
 def mark_crashed(run_id: str, message: str) -> None:
     """Move a flow run whose process is gone (found by a stale heartbeat) to Crashed, so the UI tells the truth."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
         if run.state is not None and not run.state.is_final():
             client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
-

@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from stage_pipeline.definition import PipelineDefinition
-from stage_pipeline.models import Project, StageState
+from stage_pipeline.definition import PipelineDefinition, StageDefinition
+from stage_pipeline.models import AttemptOutcome, Project, StageState
 
 Action = Literal["continue", "redo", "goto", "stop"]
 When = Literal["before", "after"]
@@ -104,3 +104,39 @@ def decision_key(stage: str, attempt: int, when: When, retry: int = 0) -> str:
     safe = re.sub(r"[^a-z0-9-]", "-", stage.lower())
     digest = hashlib.sha1(stage.encode()).hexdigest()[:6]
     return f"{safe}-{digest}-{attempt}-{when}" + (f"-{retry}" if retry else "")
+
+
+def no_fitting_node(stage: StageDefinition) -> str:
+    """Why a stage cannot start: no worker of its pool is online (the project pauses rather than wait forever).
+
+    >>> from stage_pipeline.definition import parse_definition
+    >>> d = parse_definition("name: p\\nstages:\\n  - {name: a, command: [x], resources: {gpus: 1}}\\n")
+    >>> no_fitting_node(d.stages[0])
+    "no fitting node: no worker of work pool 'gpu' is online for a (1 GPU(s), 1 CPU(s))"
+    """
+    return (
+        f"no fitting node: no worker of work pool {stage.pool!r} is online for {stage.name} "
+        f"({stage.resources.gpus} GPU(s), {stage.resources.cpus:g} CPU(s))"
+    )
+
+
+def attempt_problem(project: Project, stage: str) -> str | None:
+    """Why the project pauses after its run of ``stage`` (None: the latest attempt succeeded; req. 1440: a
+    failed, aborted or lost stage pauses the pipeline).
+
+    >>> from datetime import datetime, timezone
+    >>> from stage_pipeline.definition import parse_definition
+    >>> t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> p = Project.new("x", parse_definition("name: p\\nstages:\\n  - {name: a, command: [x]}\\n"), "", t)
+    >>> attempt_problem(p, "a")
+    'a attempt ?: did not start'
+    >>> _ = p.begin_attempt("a", {}, t); _ = p.end_attempt("a", 1, AttemptOutcome.FAILED, 3, [], t)
+    >>> attempt_problem(p, "a")
+    'a attempt 1: failed'
+    """
+    attempts = project.attempts_of(stage)
+    last = attempts[-1] if attempts else None
+    if last is not None and last.outcome == AttemptOutcome.SUCCEEDED:
+        return None
+    what = last.outcome.value if last and last.outcome else "did not start"
+    return f"{stage} attempt {last.attempt if last else '?'}: {what}"

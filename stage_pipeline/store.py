@@ -33,10 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from opsflow.errors import NotFoundError, OpsflowError
+from opsflow.errors import InputError, NotFoundError, OpsflowError
 from opsflow.files import atomic_write_text
 from stage_pipeline.definition import NAME_PATTERN, PipelineDefinition, definition_yaml
-from stage_pipeline.models import AttemptOutcome, Project, ProjectStatus, StageAttempt
+from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus, StageAttempt
+from stage_pipeline.steps import first_stage
 
 T = TypeVar("T")
 _NAME = re.compile(NAME_PATTERN)
@@ -53,10 +54,24 @@ class ProjectExists(OpsflowError, FileExistsError):
     """A project of that name exists already."""
 
 
+class InvalidName(InputError):
+    """A project, pipeline or stage name that is no safe identifier (the message is the problem itself)."""
+
+    def __str__(self) -> str:
+        return self.problems[0][2]
+
+
 def check_name(name: str, what: str = "project") -> str:
-    """A safe identifier, so a name can never leave the store's root (no '/', '..', or leading '.')."""
+    """A safe identifier, so a name can never leave the store's root (no '/', '..', or leading '.').
+
+    >>> check_name("../etc")
+    Traceback (most recent call last):
+    ...
+    stage_pipeline.store.InvalidName: invalid project name '../etc': use 1-63 characters a-z, 0-9, '-' or '_'
+    """
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"invalid {what} name {name!r}: use 1-63 characters a-z, 0-9, '-' or '_'")
+        msg = f"invalid {what} name {name!r}: use 1-63 characters a-z, 0-9, '-' or '_'"
+        raise InvalidName(f"{what} name", [(0, what, msg)])
     return name
 
 
@@ -108,6 +123,19 @@ class ProjectStore:
     def heartbeat_path(self, name: str, stage: str, attempt: int) -> Path:
         """Touched every few seconds while an attempt runs: an old one means its worker is gone."""
         return self.project_dir(name) / "heartbeats" / f"{check_name(stage, 'stage')}.{attempt}"
+
+    def heartbeats(self, project: Project) -> dict[tuple[str, int], datetime | None]:
+        """When each running attempt of ``project`` last touched its heartbeat (None: never), for
+        :meth:`Project.lost_attempts <stage_pipeline.models.Project.lost_attempts>`."""
+        found: dict[tuple[str, int], datetime | None] = {}
+        for a in project.running_attempts():
+            try:
+                mtime = self.heartbeat_path(project.name, a.stage, a.attempt).stat().st_mtime
+            except FileNotFoundError:
+                found[(a.stage, a.attempt)] = None
+            else:
+                found[(a.stage, a.attempt)] = datetime.fromtimestamp(mtime, UTC)
+        return found
 
     def _file(self, name: str) -> Path:
         return self.project_dir(name) / "project.json"
@@ -224,7 +252,7 @@ class ProjectStore:
         """Req. 1240: add tags (idempotent; kept sorted)."""
         for t in tags:
             if not t.strip() or len(t) > 100:
-                raise ValueError(f"invalid tag {t!r}")
+                raise InputError("tag", [(0, repr(t), "a tag is 1-100 characters, not only blanks")])
         return self.update(name, lambda p: _set_tags(p, sorted(set(p.tags) | set(tags))))
 
     def untag(self, name: str, *tags: str) -> Project:
@@ -248,6 +276,22 @@ class ProjectStore:
             return p
 
         return self.update(name, change)
+
+    def pause(self, name: str, reason: str, before: str | None = None) -> Project:
+        """Pause the project now (see :meth:`Project.pause <stage_pipeline.models.Project.pause>`)."""
+        return self.update(name, lambda p: _apply(p, p.pause, reason, _now(), before))
+
+    def take_over(self, name: str, run_id: str, start: str | None) -> Project:
+        """Make ``run_id`` the project's driver, starting at ``start`` (None: where it stopped)."""
+        return self.update(name, lambda p: _apply(p, p.take_over, run_id, start or first_stage(p), _now()))
+
+    def ask(self, name: str, pending: PendingDecision) -> Project:
+        """The project waits for ``pending`` (its run suspends with the form)."""
+        return self.update(name, lambda p: _apply(p, p.ask, pending, _now()))
+
+    def answered(self, name: str, stage: str, comment: str, reason: str) -> Project:
+        """The decision waited for was given (its comment is kept with the stage's latest attempt)."""
+        return self.update(name, lambda p: _apply(p, p.answered, stage, comment, reason, _now()))
 
     def request_pause(self, name: str) -> Project:
         """Req. 1420: pause before the next stage (the flow checks between stages)."""
@@ -296,4 +340,9 @@ def _flag(project: Project, pause: bool | None = None, abort: bool | None = None
     if abort is not None:
         project.abort_requested = abort
     project.updated = _now()
+    return project
+
+
+def _apply(project: Project, change: Callable[..., object], *args: object) -> Project:
+    change(*args)
     return project

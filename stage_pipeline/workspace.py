@@ -27,7 +27,10 @@ import os
 import shutil
 import stat
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 from stage_pipeline.store import check_name, remove_tree
 
@@ -161,3 +164,39 @@ def resource_pool(root: Path) -> Path:
     pool.mkdir(parents=True, exist_ok=True)
     seal(pool)
     return pool
+
+
+class WorkspaceFile(BaseModel):
+    """One file of a workspace (a symlink is listed as itself, never followed)."""
+
+    path: str = Field(description="relative to the workspace, '/'-separated")
+    size: int = Field(description="bytes")
+    mtime: datetime
+
+
+def list_files(workspace: Path) -> list[WorkspaceFile]:
+    """Every file under ``workspace`` (directories are implied by the paths), sorted by path; [] if absent.
+
+    >>> import tempfile
+    >>> ws = Path(tempfile.mkdtemp())
+    >>> (ws / "out").mkdir(); _ = (ws / "out" / "boxes.csv").write_text("1,2")
+    >>> [(f.path, f.size) for f in list_files(ws)]
+    [('out/boxes.csv', 3)]
+    """
+    root = Path(workspace)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # A symlink to a directory is an entry of its own, never a way out of the workspace.
+        links = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        for name in [*filenames, *links]:
+            entry = Path(dirpath) / name
+            info = entry.lstat()
+            found.append(
+                WorkspaceFile(
+                    path=entry.relative_to(root).as_posix(),
+                    size=info.st_size,
+                    mtime=datetime.fromtimestamp(info.st_mtime, UTC),
+                )
+            )
+    return sorted(found, key=lambda f: f.path)

@@ -38,3 +38,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
     down(cfg)
     left = stack_processes(cfg.home)
     assert not left, f"processes left behind by down: {[(p.pid, p.name()) for p in left]}"
+
+
+#: Run order of the test folders: the fast ones first, and every integration test (each starts its own Spark,
+#: Slurm, ...) before the first end-to-end test brings the whole stack up, so the two never run at once.
+FOLDER_ORDER = ("unit", "cli", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.parts
+        for index, folder in enumerate(FOLDER_ORDER):
+            if folder in parts:
+                return index
+        return len(FOLDER_ORDER)
+
+    items.sort(key=rank)  # stable: the order inside a folder is kept

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -53,3 +58,88 @@ def wait_for_state(master: SparkMaster, check: Callable[[MasterState], bool], wi
         if check(state) or time.monotonic() > deadline:
             return state
         time.sleep(0.5)
+
+
+#: What a Prefect server process has in its command line: Prefect's ephemeral ("temporary") server runs
+#: ``python -m uvicorn ... prefect.server.api.server:create_app``, a real one ``prefect server start``.
+SERVER_MARKERS = ("uvicorn", "prefect.server", "server start")
+
+
+@dataclass
+class WatchedRun:
+    """A finished command and every descendant process seen while it ran (their command lines)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    children: list[str]
+
+    def servers(self) -> list[str]:
+        """The descendants that were Prefect servers (see :data:`SERVER_MARKERS`)."""
+        return [c for c in self.children if any(marker in c for marker in SERVER_MARKERS)]
+
+
+def run_watching_children(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    timeout_s: float = 120.0,
+    every_s: float = 0.05,
+    cwd: Path | None = None,
+) -> WatchedRun:
+    """Run ``argv`` while polling its process tree every ``every_s`` (bounded by ``timeout_s``, then killed).
+
+    Output goes to temporary files, not pipes, so a chatty command never blocks on a full pipe while we poll.
+    """
+    import psutil
+
+    seen: dict[int, str] = {}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = psutil.Popen(list(argv), env=dict(env), stdout=out, stderr=err, text=True, cwd=cwd)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{' '.join(argv)} ran longer than {timeout_s:.0f} s")
+                try:
+                    children = proc.children(recursive=True)
+                except psutil.NoSuchProcess:
+                    break
+                for child in children:
+                    if child.pid not in seen:
+                        with contextlib.suppress(psutil.Error):
+                            seen[child.pid] = " ".join(child.cmdline())
+                time.sleep(every_s)
+        finally:
+            if proc.poll() is None:
+                for child in proc.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+                proc.kill()
+            proc.wait(timeout=10)
+        out.seek(0)
+        err.seek(0)
+        return WatchedRun(proc.returncode, out.read(), err.read(), list(seen.values()))
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any Prefect or opsflow setting, plus ``overrides``.
+
+    A developer's shell may point at a running stack (``eval "$(opsflow env)"``); a test that runs the CLI in a
+    subprocess must not inherit that.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPSFLOW_", "SLURM_"))}
+    return {**base, **overrides}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def one_line_error(stderr: str) -> bool:
+    """Whether a command failed the opsflow way: one non-empty line on stderr and no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return len(lines) == 1 and "Traceback" not in stderr

@@ -46,8 +46,6 @@ async def ensure_work_pools(client: PrefectClient) -> list[str]:
             changed.append(name)
             continue
         if pool.base_job_template != template or pool.description != description:
-            await client.update_work_pool(
-                name, WorkPoolUpdate(base_job_template=template, description=description)
-            )
+            await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template, description=description))
             changed.append(name)
     return changed

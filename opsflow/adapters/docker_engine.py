@@ -1,7 +1,7 @@
 """Docker Engine API adapter (the docker SDK): run a container to completion and collect its output.
 
 Works against Docker itself and against podman's Docker-compatible service (the local stack's ``DOCKER_HOST``).
-:meth:`DockerEngine.run` never pulls: images must already be present (the local stack has no registry), and a
+:meth:`DockerEngineClient.run` never pulls: images must already be present (the local stack has no registry), and a
 missing one is a :class:`DockerEngineError` at once.
 
 Example:
@@ -51,15 +51,22 @@ def bind_specs(volumes: Mapping[str | Path, str]) -> list[str]:
     return specs
 
 
-class DockerEngine:
-    """A Docker Engine API endpoint, e.g. ``DockerEngine("unix:///home/x/.state/podman/podman.sock")``."""
+class DockerEngineClient:
+    """A Docker Engine API endpoint, e.g. ``DockerEngineClient("unix:///home/x/.state/podman/podman.sock")``.
+
+    The ``DockerEngine`` Block (``blocks.docker``) holds the URL; its ``get_client()`` returns one of these.
+
+    Example:
+        >>> DockerEngineClient("tcp://127.0.0.1:2375").base_url
+        'tcp://127.0.0.1:2375'
+    """
 
     def __init__(self, base_url: str, api_timeout_s: float = 60.0) -> None:
         self.base_url = base_url
         self.api_timeout_s = api_timeout_s
 
     @classmethod
-    def from_env(cls) -> DockerEngine:
+    def from_env(cls) -> DockerEngineClient:
         """The engine ``DOCKER_HOST`` names (the local stack exports it), else Docker's default socket."""
         return cls(os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)
 

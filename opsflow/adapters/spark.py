@@ -1,13 +1,21 @@
-"""Spark standalone adapter: the master's state from its ``/json/`` page, and a small check job.
+"""Spark standalone adapter: the master's state from its ``/json/`` page, how a worker is launched, a check job.
 
 The master's JSON page is the one place that lists workers (with their state: ALIVE, DECOMMISSIONED, DEAD)
 and applications (RUNNING, WAITING, FINISHED ...); :func:`parse_master_state` turns it into pydantic models
 without any I/O, :class:`SparkMaster` fetches it.
 
+The Spark facts that the local stack (which starts the cluster) and the auto-scaler's worker backends (which add
+and remove workers) must agree on live here once: the daemons' main classes, their JVM flags and heap, the
+loopback address and process key of worker ``i`` (:func:`worker_host`, :func:`worker_key`), a worker's command
+line (:func:`worker_argv`) and environment (:func:`daemon_env`), and the whole local worker process
+(:func:`local_worker_process`).
+
 Example:
     >>> state = parse_master_state({"url": "spark://127.0.0.1:7077", "status": "ALIVE", "workers": []})
     >>> state.alive_workers, state.total_cores
     ([], 0)
+    >>> worker_host(0), worker_key(0)
+    ('127.0.0.2', 'spark-worker-0')
 """
 
 from __future__ import annotations
@@ -26,6 +34,143 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from opsflow.errors import AdapterError
+from opsflow.processes import ProcessSpec
+
+#: Main classes of Spark's standalone daemons and executors (spark-class arguments, process matching).
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+#: Heap of the master and worker JVMs themselves (executors get spark.executor.memory).
+DAEMON_MEMORY = "384m"
+#: JVM flags of the master, the workers and spark-class's launcher JVM: the C1 compiler only and the serial
+#: collector. These daemons do little computing; on 2 cores the full JIT and parallel GC threads of four JVMs
+#: starting at once made the cluster take 13-25 s to come up instead of 7-9 s.
+DAEMON_JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+LAUNCHER_JVM_FLAGS = DAEMON_JVM_FLAGS
+#: 127.0.0.1 is the master; workers take 127.0.0.2 ... 127.0.0.254.
+MAX_WORKERS = 253
+
+
+def worker_host(index: int) -> str:
+    """The loopback address of worker ``index`` (0-based): one host per worker, so that a single worker can be
+    told apart (and decommissioned) by its host.
+
+    >>> worker_host(0), worker_host(252)
+    ('127.0.0.2', '127.0.0.254')
+    """
+    if not 0 <= index < MAX_WORKERS:
+        raise ValueError(f"Spark worker index {index} is outside 0..{MAX_WORKERS - 1}")
+    return f"127.0.0.{index + 2}"
+
+
+def worker_key(index: int) -> str:
+    """The process key of worker ``index`` (its pid and log file names).
+
+    >>> worker_key(3)
+    'spark-worker-3'
+    """
+    return f"spark-worker-{index}"
+
+
+def spark_home(env: Mapping[str, str] | None = None) -> str:
+    """``SPARK_HOME`` of ``env`` (default: this process's), else the distribution inside the pyspark package."""
+    env = os.environ if env is None else env
+    if env.get("SPARK_HOME"):
+        return env["SPARK_HOME"]
+    import pyspark  # only here: the package is large and most callers have SPARK_HOME
+
+    return str(Path(pyspark.__file__).parent)
+
+
+def java_home(env: Mapping[str, str] | None = None) -> str | None:
+    """``JAVA_HOME`` of ``env`` (default: this process's), else the JDK of the ``java`` on PATH, else None."""
+    import shutil
+
+    env = os.environ if env is None else env
+    if env.get("JAVA_HOME"):
+        return env["JAVA_HOME"]
+    java = shutil.which("java", path=env.get("PATH"))
+    return str(Path(java).resolve().parent.parent) if java else None
+
+
+def daemon_env(spark_home: str, conf_dir: str | Path, root: str | Path, local_ip: str) -> dict[str, str]:
+    """The environment of a master or worker JVM whose logs and temporary files go under ``root`` (pure).
+
+    >>> env = daemon_env("/opt/spark", "/h/spark/conf", "/h/spark", "127.0.0.2")
+    >>> env["SPARK_LOCAL_IP"], env["SPARK_DAEMON_JAVA_OPTS"].split()[0]
+    ('127.0.0.2', '-Djava.io.tmpdir=/h/spark/tmp')
+    """
+    root = Path(root)
+    return {
+        "SPARK_HOME": spark_home,
+        "SPARK_CONF_DIR": str(conf_dir),
+        "SPARK_LOG_DIR": str(root / "logs"),
+        # The web UIs bind to SPARK_LOCAL_IP (0.0.0.0 without it): keep them on loopback.
+        "SPARK_LOCAL_IP": local_ip,
+        "SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
+        "SPARK_DAEMON_JAVA_OPTS": " ".join([f"-Djava.io.tmpdir={root / 'tmp'}", *DAEMON_JVM_FLAGS]),
+        "SPARK_LAUNCHER_OPTS": " ".join(LAUNCHER_JVM_FLAGS),
+    }
+
+
+def worker_argv(
+    spark_home: str,
+    master_url: str,
+    host: str,
+    webui_port: int,
+    cores: int,
+    memory: str,
+    work_dir: str | Path | None = None,
+) -> list[str]:
+    """The command of one worker JVM (spark-class execs the JVM, so it is the process itself) (pure).
+
+    >>> worker_argv("/opt/spark", "spark://127.0.0.1:7077", "127.0.0.2", 8081, 1, "1g")[1:4]
+    ['org.apache.spark.deploy.worker.Worker', '--host', '127.0.0.2']
+    """
+    argv = [
+        f"{spark_home}/bin/spark-class", WORKER_CLASS,
+        "--host", host,
+        "--webui-port", str(webui_port),
+        "--cores", str(cores),
+        "--memory", memory,
+    ]  # fmt: skip
+    if work_dir is not None:
+        argv += ["--work-dir", str(work_dir)]
+    return [*argv, master_url]
+
+
+def local_worker_process(
+    index: int,
+    *,
+    root: str | Path,
+    spark_home: str,
+    conf_dir: str | Path,
+    master_url: str,
+    webui_port: int,
+    cores: int,
+    memory: str,
+) -> ProcessSpec:
+    """Worker ``index`` as a local process: host :func:`worker_host`, key :func:`worker_key`, its work and local
+    dirs under ``root`` (the local stack's ``<home>/spark``) (pure).
+
+    The local stack starts its own workers with it and the auto-scaler's local backend adds more with it, so the
+    two are one set of processes.
+
+    >>> spec = local_worker_process(1, root="/h/spark", spark_home="/opt/spark", conf_dir="/h/spark/conf",
+    ...                             master_url="spark://127.0.0.1:7077", webui_port=8082, cores=1, memory="1g")
+    >>> spec.key, spec.env["SPARK_WORKER_DIR"], spec.argv[-1]
+    ('spark-worker-1', '/h/spark/work/spark-worker-1', 'spark://127.0.0.1:7077')
+    """
+    root = Path(root)
+    host, key = worker_host(index), worker_key(index)
+    work = root / "work" / key
+    env = {
+        **daemon_env(spark_home, conf_dir, root, host),
+        "SPARK_WORKER_DIR": str(work),
+        "SPARK_LOCAL_DIRS": str(root / "local" / key),
+    }
+    argv = worker_argv(spark_home, master_url, host, webui_port, cores, memory, work)
+    return ProcessSpec(key=key, argv=argv, env=env, cwd=root)
 
 
 class SparkError(AdapterError):
@@ -213,17 +358,23 @@ def run_sum_of_squares(
     ``env`` must give JAVA_HOME (or java on PATH); SPARK_HOME defaults to the pyspark package.
 
     Example:
-        >>> run_sum_of_squares("spark://127.0.0.1:7077", 1000).value  # doctest: +SKIP
-        332833500
+        ``run_sum_of_squares("spark://127.0.0.1:7077", 1000).value`` is 332833500 on a running cluster; a Spark
+        that is not there is a SparkError:
+
+        >>> run_sum_of_squares("spark://127.0.0.1:7077", 1000, env={"SPARK_HOME": "/nonexistent"})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        opsflow.adapters.spark.SparkError: cannot run /nonexistent/bin/spark-submit: ...
     """
     run_env = dict(os.environ if env is None else env)
-    spark_home = run_env.get("SPARK_HOME") or _pyspark_home()
+    home = spark_home(run_env)
     with tempfile.TemporaryDirectory(prefix="opsflow-spark-job-") as tmp:
         script = Path(tmp) / "sum_of_squares.py"
         script.write_text(SUM_OF_SQUARES_SCRIPT)
         # The stack's PYSPARK_PYTHON marks the executors' Python workers for the process exporter.
         python = run_env.get("PYSPARK_PYTHON") or sys.executable
-        argv = sum_of_squares_argv(spark_home, master_url, script, n, partitions, app_name, python)
+        argv = sum_of_squares_argv(home, master_url, script, n, partitions, app_name, python)
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -231,6 +382,8 @@ def run_sum_of_squares(
             )
         except subprocess.TimeoutExpired as exc:
             raise SparkError(f"the Spark job did not finish within {timeout_s:.0f} s") from exc
+        except OSError as exc:  # no spark-submit there: a wrong SPARK_HOME
+            raise SparkError(f"cannot run {argv[0]}: {exc}") from exc
         seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise SparkError(f"spark-submit exited with {proc.returncode}:\n{_last_lines(proc.stderr)}")
@@ -238,12 +391,6 @@ def run_sum_of_squares(
     if value != sum_of_squares(n):
         raise SparkError(f"the cluster computed {value}, expected {sum_of_squares(n)}")
     return JobResult(value=value, app_id=app_id, seconds=seconds)
-
-
-def _pyspark_home() -> str:
-    import pyspark
-
-    return str(Path(pyspark.__file__).parent)
 
 
 def _last_lines(text: str, lines: int = 30) -> str:

@@ -9,14 +9,24 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+
+# The safety net against Prefect's "temporary server": before anything can import Prefect (which freezes its
+# settings at import), turn its ephemeral mode off unless the user chose a value (under either of its names,
+# prefect/settings/models/server/ephemeral.py). A command that ran a flow with no API would otherwise start a
+# server for 20-30 s and record the run in a throw-away database; now Prefect refuses at once, and the group below
+# says so in one line. The stack's own processes do not inherit it (`child_env` drops every PREFECT_* variable).
+os.environ.setdefault(
+    "PREFECT_SERVER_EPHEMERAL_ENABLED", os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "false")
+)
 
 import typer
 from rich.table import Table
 
-from opsflow.cli._utilities import console, exit_with_error, group
+from opsflow.cli._utilities import FAILED, OpsflowGroup, console, exit_with_error
 from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
@@ -24,7 +34,29 @@ from opsflow.cli.stack import app as stack_app
 from opsflow.home import default_home
 from opsflow.stack.config import StackConfig
 
-app = group("Prefect flows for the operations of a GPU/HPC computing centre.")
+#: How Prefect says it needed an API and was not allowed to start a temporary server (get_client, Prefect 3).
+NO_API_MESSAGE = "No Prefect API URL provided"
+
+
+class _CliGroup(OpsflowGroup):
+    """The top group: also turns Prefect's refusal to start a temporary server into one line (exit 1)."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context of the click that typer vendors (typer._click)
+        try:
+            return super().invoke(ctx)
+        except ValueError as exc:
+            if not str(exc).startswith(NO_API_MESSAGE):
+                raise
+            exit_with_error(
+                "this command needs a Prefect server and opsflow never starts a temporary one: "
+                "run `opsflow up` or set PREFECT_API_URL",
+                FAILED,
+            )
+
+
+app = typer.Typer(
+    help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True, cls=_CliGroup
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(nu_app, name="nu")
 app.add_typer(scaler_app, name="scaler")

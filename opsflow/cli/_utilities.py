@@ -21,7 +21,6 @@ from __future__ import annotations
 import shutil
 from typing import Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -52,7 +51,7 @@ def describe(exc: BaseException) -> str:
     import httpx
 
     if isinstance(exc, httpx.ConnectError | httpx.TimeoutException):
-        url = exc.request.url if exc.request else "?"  # type: ignore[union-attr]
+        url = exc.request.url if exc.request else "?"
         return f"cannot reach {url}: {exc or type(exc).__name__}"
     return f"{type(exc).__name__}: {exc}"
 
@@ -61,12 +60,12 @@ class OpsflowGroup(TyperGroup):
     """A typer group whose commands fail the one opsflow way: an :class:`OpsflowError` (or an unreachable API)
     becomes :func:`exit_with_error` with the code it stands for, so no command prints a traceback for it."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer's Context is a subclass
         try:
             return super().invoke(ctx)
         except OpsflowError as exc:
             exit_with_error(str(exc), error_code(exc))
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own ways out: usage errors, --help
             raise
         except OSError as exc:  # a file that cannot be read or written: the OS message names it
             exit_with_error(str(exc), FAILED)

@@ -1,6 +1,12 @@
-"""`opsflow scaler …`: one tick, the controller loop, or the state, for a thesis-style config file.
+"""`opsflow scaler …`: the Spark auto-scaler of one thesis-style config file; each command is one call of
+:class:`opsflow.api.scaler.ScalerAPI`.
+
+``preview``, ``status`` and ``validate`` only read (the file, the state, the Blocks over REST, the master and
+Prometheus) and never import Prefect; ``tick`` acts once in this shell; ``run`` starts the ``spark-autoscale``
+deployment on the site's worker and returns at once.
 
 Example:
+    $ opsflow scaler preview --config examples/spark_scaler/autoscaler.yaml
     $ opsflow scaler tick --config examples/spark_scaler/autoscaler.yaml
     $ opsflow scaler run --config examples/spark_scaler/autoscaler.yaml --ticks 60
     $ opsflow scaler status --config examples/spark_scaler/autoscaler.yaml
@@ -9,92 +15,79 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from opsflow.errors import InputError
-from spark_scaler.config import ScalerConfig
+from opsflow.cli._utilities import FAILED, console, exit_with_error, group
 
-app = typer.Typer(help="Spark worker autoscaling (the thesis Auto-Scaler).", no_args_is_help=True)
-console = Console(width=140)
+if TYPE_CHECKING:
+    from opsflow.api.scaler import ScalerAPI
+    from spark_scaler.report import SectionsView
+
+app = group("Spark worker autoscaling (the thesis Auto-Scaler).")
 ConfigOpt = Annotated[Path, typer.Option("--config", help="Auto-scaler YAML (the thesis's form + `opsflow:` keys)")]
-StateOpt = Annotated[Path | None, typer.Option("--state", help="State file (default: under $OPSFLOW_HOME/scaler)")]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state", help="State file (default: <OPSFLOW_HOME>/scaler/<config>.state.json)")
+]
 
 
-def _load(path: Path) -> ScalerConfig:
-    from spark_scaler.controller import load_scaler_config
+def _api(config: Path, state: Path | None) -> ScalerAPI:
+    from opsflow.api import connect
+    from opsflow.api.scaler import ScalerAPI
 
-    try:
-        return load_scaler_config(path)
-    except InputError as exc:
-        console.print(f"[red]invalid config[/red]\n{exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+    return ScalerAPI(connect(), config, state_path=state)
 
 
-def _state_path(config: Path, state: Path | None) -> Path:
-    from flows.autoscale import default_state_path
+def _show(result: SectionsView) -> None:
+    for title, columns, rows in result.sections():
+        table = Table(*columns, title=title, title_justify="left", show_header=columns[0] != "field")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
-    return state or default_state_path(config)
+
+@app.command()
+def preview(config: ConfigOpt, state: StateOpt = None) -> None:
+    """What the next tick would do (observe + decide): no worker is started or stopped, no state saved."""
+    _show(_api(config, state).preview())
 
 
 @app.command()
 def tick(config: ConfigOpt, state: StateOpt = None) -> None:
-    """One Monitor → Analyse → Plan → Execute tick, printed."""
-    from spark_scaler.controller import backend_for
-    from spark_scaler.controller import tick as run_tick
-
-    cfg = _load(config)
-    result = run_tick(cfg, backend_for(cfg), _state_path(config, state))
-    d = result.decision
-    for problem in result.observation.problems:
-        console.print(f"[yellow]{problem}[/yellow]")
-    console.print(f"{d.action.value}: {d.current} → {d.target} workers; {d.reason}")
+    """One Monitor → Analyse → Plan → Execute tick in this shell, printed."""
+    result = _api(config, state).tick()
+    _show(result)
     if result.error:
-        console.print(f"[red]backend failed:[/red] {result.error}")
-        raise typer.Exit(1)
+        exit_with_error(f"backend failed: {result.error} (state kept; retried next tick)", FAILED)
 
 
 @app.command()
 def run(
     config: ConfigOpt,
-    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: run until stopped)")] = None,
+    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: run until cancelled)")] = None,
     state: StateOpt = None,
 ) -> None:
-    """The controller loop, as the `spark-autoscale` flow (visible in the Prefect UI)."""
-    from flows.autoscale import spark_autoscale
-
-    _load(config)
-    actions = spark_autoscale(str(config), ticks=ticks, state_file=str(state) if state else None)
-    console.print(f"{actions} scaling action(s)")
+    """Start the controller loop: the `spark-autoscale` deployment, on the site's worker (see the Prefect UI)."""
+    started = _api(config, state).run(ticks=ticks)
+    console.print(f"started {started.name} ({started.flow_run_id}): {started.url}", soft_wrap=True)
 
 
 @app.command()
 def status(config: ConfigOpt, state: StateOpt = None) -> None:
     """Heat per metric, cooldown, workers at the master, and the recent decisions."""
-    import time
+    _show(_api(config, state).status())
 
-    from opsflow.adapters.spark import SparkError, SparkMaster
-    from spark_scaler.controller import load_state
 
-    cfg = _load(config)
-    st = load_state(_state_path(config, state))
-    try:
-        alive = len(SparkMaster(ui_url=cfg.opsflow.spark_master_ui_url).state().alive_workers)
-        console.print(
-            f"workers ALIVE at the master: {alive} (bounds {cfg.worker.thresholds.min}-{cfg.worker.thresholds.max})"
-        )
-    except SparkError as exc:
-        console.print(f"[yellow]{exc}[/yellow]")
-    console.print(f"heat: {st.heat or '{}'}")
-    if st.last_action_at is not None:
-        left = st.last_action_at + cfg.general.cooldown_period_seconds - time.time()
-        console.print(f"cooldown: {max(0.0, left):.0f} s left")
-    table = Table("at", "action", "from", "to", "reason")
-    for d in reversed(st.decisions[-15:]):
-        table.add_row(
-            time.strftime("%H:%M:%S", time.localtime(d.at)), d.action.value, str(d.current), str(d.target), d.reason
-        )
-    console.print(table)
+@app.command()
+def validate(config: ConfigOpt) -> None:
+    """Check the config file (every problem on its own line: file:line: key: message); reads nothing else."""
+    cfg = _api(config, None).validate()
+    where = f"Blocks {cfg.opsflow.block_name!r}" if cfg.opsflow.block_name else "the URLs of the file"
+    bounds = cfg.worker.thresholds
+    console.print(
+        f"ok: {config}: {len(cfg.metrics)} metric(s), {bounds.min}-{bounds.max} workers, "
+        f"backend {cfg.opsflow.backend}, reads and acts through {where}",
+        soft_wrap=True,
+    )

@@ -8,7 +8,7 @@ from blocks.pipeline_store import PipelineStore
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
-from node_update.settings import local_root
+from node_update.config import local_root
 from opsflow.stack.config import StackConfig
 
 LOCAL = "local"

@@ -32,7 +32,7 @@ def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks
     from node_update import catalog as catalog_io
     from node_update import spool
     from node_update.codename import codename_at
-    from node_update.settings import local_root
+    from node_update.config import local_root
     from opsflow.adapters.slurm import SlurmCLI
 
     root = local_root(cfg.home)
@@ -72,11 +72,11 @@ def spark_autoscale(cfg: StackConfig, echo: Callable[[str], None], timeout_s: fl
     from prefect.states import Cancelling
 
     from opsflow.stack.env import child_env, spark_home
-    from spark_scaler.backends import LocalProcessBackend
+    from opsflow.stack.spark import local_worker_backend
     from spark_scaler.controller import load_state
     from spark_scaler.models import Action
 
-    examples = Path(__file__).resolve().parents[1] / "examples" / "spark_scaler"
+    examples = Path(__file__).resolve().parents[2] / "examples" / "spark_scaler"
     state_file = cfg.home / "scaler" / "demo.state.json"
     state_file.unlink(missing_ok=True)
     log = cfg.home / "logs" / "demo-cpu-load.log"
@@ -109,7 +109,7 @@ def spark_autoscale(cfg: StackConfig, echo: Callable[[str], None], timeout_s: fl
         if job.poll() is None:
             job.terminate()
         job.wait(timeout=60)
-        LocalProcessBackend(cfg, child_env(cfg)).restore_stack_workers()
+        local_worker_backend(cfg, child_env(cfg)).restore(cfg.spark_workers)
     ok = {Action.SCALE_OUT, Action.SCALE_IN} <= seen
     echo(f"spark autoscale: {'one scale-out and one scale-in seen' if ok else 'no scale-out and scale-in in time'}")
     return ok

@@ -105,6 +105,7 @@ class LocalEndpoints(BaseModel):
     spark_master_ui_url: str
     prometheus_url: str
     docker_host: str
+    slurm_conf: Path
 
 
 def local_endpoints(home: Path | None = None) -> LocalEndpoints:
@@ -123,4 +124,5 @@ def local_endpoints(home: Path | None = None) -> LocalEndpoints:
         spark_master_ui_url=cfg.spark_master_ui_url,
         prometheus_url=cfg.prometheus_url,
         docker_host=cfg.docker_host,
+        slurm_conf=cfg.slurm_conf,
     )

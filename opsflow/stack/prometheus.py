@@ -28,20 +28,20 @@ import httpx
 import yaml
 
 from opsflow.adapters.prometheus import PrometheusAPI, PrometheusError
+from opsflow.adapters.spark import EXECUTOR_CLASS, MASTER_CLASS, WORKER_CLASS
 from opsflow.files import atomic_write_text
 from opsflow.stack.base import Component
 from opsflow.stack.config import StackConfig
 from opsflow.stack.process import ProcessSpec
-from opsflow.stack.spark import EXECUTOR_CLASS, MASTER_CLASS, WORKER_CLASS
+from spark_scaler.metrics import GROUP_EXECUTOR, GROUP_PYTHON
 
 SCRAPE_INTERVAL = "5s"
 RETENTION = "2d"
 
-#: Process-exporter group names (``groupname`` label of ``namedprocess_namegroup_*``).
+#: Process-exporter group names (``groupname`` label of ``namedprocess_namegroup_*``). The executors' and PySpark
+#: workers' groups, GROUP_EXECUTOR and GROUP_PYTHON, are defined by the scaler's metrics, which query them.
 GROUP_MASTER = "spark-master"
 GROUP_WORKER = "spark-worker"  # per worker: "spark-worker:<host>", see worker_group()
-GROUP_EXECUTOR = "spark-executor"
-GROUP_PYTHON = "spark-python"  # PySpark's Python daemon and the workers it forks
 GROUP_METRICS = "opsflow-metrics"
 
 

@@ -4,15 +4,36 @@
 - :class:`DockerBackend`: one container per worker through the docker SDK (Docker, or podman's API).
 - :class:`SwarmServiceBackend`: the replicas of a Docker Swarm service (``service.scale``, as in the thesis).
 
+The names are imported on first use, so a tick with the local backend never loads the docker SDK.
+
 Example:
+    >>> from spark_scaler.backends import BackendError
     >>> issubclass(BackendError, RuntimeError)
     True
 """
 
-from spark_scaler.backends.base import BackendError, WorkerBackend, live_worker, next_index
-from spark_scaler.backends.docker import DockerBackend, host_runtime_volumes
-from spark_scaler.backends.local import LocalProcessBackend
-from spark_scaler.backends.swarm import SwarmServiceBackend
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_scaler.backends.base import BackendError, WorkerBackend, live_worker, next_index
+    from spark_scaler.backends.docker import DockerBackend, host_runtime_volumes
+    from spark_scaler.backends.local import LocalProcessBackend
+    from spark_scaler.backends.swarm import SwarmServiceBackend
+
+#: Public name → the submodule defining it.
+_WHERE = {
+    "BackendError": "base",
+    "WorkerBackend": "base",
+    "live_worker": "base",
+    "next_index": "base",
+    "DockerBackend": "docker",
+    "host_runtime_volumes": "docker",
+    "LocalProcessBackend": "local",
+    "SwarmServiceBackend": "swarm",
+}
 
 __all__ = [
     "BackendError",
@@ -24,3 +45,9 @@ __all__ = [
     "live_worker",
     "next_index",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"spark_scaler.backends.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'spark_scaler.backends' has no attribute {name!r}")

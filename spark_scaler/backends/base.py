@@ -37,9 +37,8 @@ import signal
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from opsflow.adapters.spark import MasterState, WorkerInfo
+from opsflow.adapters.spark import MAX_WORKERS, MasterState, WorkerInfo
 from opsflow.errors import AdapterError
-from opsflow.stack.spark import MAX_WORKERS
 from spark_scaler.models import WorkerRef
 
 #: Worker states at the master of a worker whose process still runs.

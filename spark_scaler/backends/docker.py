@@ -36,9 +36,16 @@ import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 
-from opsflow.adapters.docker_engine import DockerEngine, bind_specs
-from opsflow.adapters.spark import SparkError, SparkMaster
-from opsflow.stack.spark import DAEMON_JVM_FLAGS, DAEMON_MEMORY, EXECUTOR_CLASS, WORKER_CLASS, worker_host
+from opsflow.adapters.docker_engine import DockerEngineClient, bind_specs
+from opsflow.adapters.spark import (
+    DAEMON_JVM_FLAGS,
+    DAEMON_MEMORY,
+    EXECUTOR_CLASS,
+    SparkError,
+    SparkMaster,
+    worker_argv,
+    worker_host,
+)
 from spark_scaler.backends.base import (
     DECOMMISSIONING_MARKER,
     EXECUTOR_GRACE_S,
@@ -148,7 +155,7 @@ class DockerBackend:
 
     def __init__(
         self,
-        engine: DockerEngine,
+        engine: DockerEngineClient,
         image: str,
         master_url: str,
         *,
@@ -230,14 +237,7 @@ class DockerBackend:
 
     def worker_argv(self, host: str, index: int) -> list[str]:
         """The container's command: the worker JVM (spark-class execs it, so it is the main process)."""
-        return [
-            f"{self.spark_home}/bin/spark-class", WORKER_CLASS,
-            "--host", host,
-            "--webui-port", str(self.ui_base_port + index),
-            "--cores", str(self.cores),
-            "--memory", self.memory,
-            self.master_url,
-        ]  # fmt: skip
+        return worker_argv(self.spark_home, self.master_url, host, self.ui_base_port + index, self.cores, self.memory)
 
     def _state_at_master(self, host: str) -> str | None:
         try:

@@ -1,33 +1,51 @@
 """Spark workers as local processes: each a Worker JVM on its own loopback address (the local stack's way).
 
-Worker ``i`` is the local stack's ``spark-worker-<i>`` (:meth:`SparkComponent.worker_spec`): host
-``127.0.0.<i+2>``, UI port ``spark_worker_ui_base_port + i``, pid file ``<home>/run/spark-worker-<i>.pid``. The
-backend finds its workers through those pid files, so the stack's own workers and the ones added here are one
-set, and ``SparkComponent.stop()`` ends them all.
+Worker ``i`` is :func:`opsflow.adapters.spark.local_worker_process` ``(i)``, exactly as the local stack starts
+its own: host ``127.0.0.<i+2>``, UI port ``ui_base_port + i``, pid file ``<home>/run/spark-worker-<i>.pid``, log
+``<home>/logs/spark-worker-<i>.log``, work and local dirs under ``<home>/spark``. The backend finds its workers
+through those pid files, so the stack's own workers and the ones added here are one set, and stopping the
+stack's Spark ends them all. It takes plain values (a home, the master's URLs, the worker shape), no stack object.
 
 Example:
-    >>> from pathlib import Path
-    >>> from opsflow.stack.config import StackConfig
-    >>> LocalProcessBackend(StackConfig(home=Path("/tmp/h")), {}).workers()  # doctest: +SKIP
-    [WorkerRef(id='spark-worker-0', host='127.0.0.2', gpu=None, started_at=1795439621.5)]
+    >>> backend = LocalProcessBackend(Path("/nonexistent"), "spark://127.0.0.1:7077", "http://127.0.0.1:8080",
+    ...                               env={}, spark_home="/opt/spark")
+    >>> backend.workers(), backend.ui_base_port, backend.worker_spec(2).argv[2:4]
+    ([], 8081, ['--host', '127.0.0.4'])
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
-from opsflow.adapters.spark import SparkError, SparkMaster
+from opsflow.adapters.spark import (
+    EXECUTOR_CLASS,
+    SparkError,
+    SparkMaster,
+    local_worker_process,
+    worker_host,
+    worker_key,
+)
+from opsflow.adapters.spark import spark_home as default_spark_home
 from opsflow.files import atomic_write_text
-from opsflow.stack.config import StackConfig
-from opsflow.stack.process import exit_code, log_file, port_owner, running_process, start_process, stop_process, tail
-from opsflow.stack.spark import EXECUTOR_CLASS, SparkComponent, worker_host, worker_key
+from opsflow.processes import (
+    ProcessSpec,
+    exit_code,
+    log_file,
+    port_owner,
+    running_process,
+    start_process,
+    stop_process,
+    tail,
+)
 from spark_scaler.backends.base import (
     EXECUTOR_GRACE_S,
     GPU_ENV_VAR,
@@ -93,8 +111,25 @@ def executor_processes(worker: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+def default_ui_base_port(master_ui_url: str) -> int:
+    """The first worker UI port when none is given: the one after the master's UI port (the local stack's rule,
+    which keeps holding when all its ports are shifted together).
+
+    >>> default_ui_base_port("http://127.0.0.1:18080")
+    18081
+    """
+    return (urlsplit(master_ui_url).port or 8080) + 1
+
+
 class LocalProcessBackend:
-    """Real Spark Worker JVMs started with :func:`opsflow.stack.process.start_process`.
+    """Real Spark Worker JVMs started with :func:`opsflow.processes.start_process` under ``home``.
+
+    ``master_url``: the ``spark://`` URL new workers register with; ``master_ui_url``: read to see them ALIVE.
+    ``env``: the base environment of the worker processes (default: this process's; it needs Java: ``JAVA_HOME``
+    or ``java`` on PATH). ``conf_dir``: their ``SPARK_CONF_DIR`` (default ``<spark_dir>/conf``, the stack's, which
+    enables decommissioning); ``spark_dir``: where their work, local, temporary and log dirs go (default
+    ``<home>/spark``). ``ui_base_port``: worker ``i``'s UI listens on ``ui_base_port + i`` (default: the master's
+    UI port + 1). ``cores``, ``memory``: what each worker offers.
 
     ``register_timeout_s``: how long :meth:`start_worker` waits for the master to list the new worker ALIVE
     (0: do not wait). ``drain_timeout_s``: how long a graceful stop waits for the worker's executors to finish
@@ -106,25 +141,59 @@ class LocalProcessBackend:
 
     def __init__(
         self,
-        cfg: StackConfig,
-        env: Mapping[str, str],
+        home: Path,
+        master_url: str,
+        master_ui_url: str,
         *,
+        env: Mapping[str, str] | None = None,
+        spark_home: str | None = None,
+        conf_dir: str | Path | None = None,
+        spark_dir: Path | None = None,
+        ui_base_port: int | None = None,
+        cores: int = 1,
+        memory: str = "1g",
         register_timeout_s: float = 90.0,
         drain_timeout_s: float = 180.0,
         executor_grace_s: float = EXECUTOR_GRACE_S,
         poll_s: float = 1.0,
     ) -> None:
-        self.cfg = cfg
-        self.executor_grace_s = executor_grace_s
-        self.spark = SparkComponent(cfg, env)
-        self.master = SparkMaster(cfg.spark_master_ui_url, timeout_s=3.0)
+        if cores < 1:
+            raise BackendError(f"cores: must be at least 1, got {cores}")
+        self.home = Path(home)
+        self.master_url = master_url
+        self.env = dict(os.environ if env is None else env)
+        self._spark_home = spark_home
+        self.spark_dir = spark_dir or self.home / "spark"
+        self.conf_dir = Path(conf_dir) if conf_dir else self.spark_dir / "conf"
+        self.ui_base_port = ui_base_port if ui_base_port is not None else default_ui_base_port(master_ui_url)
+        self.cores = cores
+        self.memory = memory
+        self.master = SparkMaster(master_ui_url, timeout_s=3.0)
         self.register_timeout_s = register_timeout_s
         self.drain_timeout_s = drain_timeout_s
+        self.executor_grace_s = executor_grace_s
         self.poll_s = poll_s
 
     @property
-    def home(self) -> Path:
-        return self.cfg.home
+    def spark_home(self) -> str:
+        """SPARK_HOME of the workers: the one given, else ``env``'s, else pyspark's (found on first use: a tick
+        that starts no worker does not import pyspark)."""
+        if self._spark_home is None:
+            self._spark_home = default_spark_home(self.env)
+        return self._spark_home
+
+    def worker_spec(self, index: int) -> ProcessSpec:
+        """The process of worker ``index`` (the same as the local stack's worker ``index``)."""
+        return local_worker_process(
+            index,
+            root=self.spark_dir,
+            spark_home=self.spark_home,
+            conf_dir=self.conf_dir,
+            master_url=self.master_url,
+            webui_port=self.ui_base_port + index,
+            cores=self.cores,
+            memory=self.memory,
+        )
 
     def _running(self) -> list[tuple[int, psutil.Process]]:
         found = []
@@ -153,32 +222,39 @@ class LocalProcessBackend:
         On failure (port taken, JVM exits, never registers) nothing is left running and BackendError says why.
         """
         ensure_gpu_free(self.workers(), gpu)
-        index = next_index(i for i, _ in self._running())
-        spec = self.spark.worker_spec(index)
-        port = self.cfg.spark_worker_ui_base_port + index
+        return self._start(next_index(i for i, _ in self._running()), gpu)
+
+    def _start(self, index: int, gpu: str | None) -> WorkerRef:
+        spec = self.worker_spec(index)
+        port = self.ui_base_port + index
         owner = port_owner(port)
         if owner is not None:
             raise BackendError(f"cannot start {spec.key}: its UI port {port} is taken by {owner}")
         if gpu is not None:
-            script = self.spark.root / "gpu" / f"{spec.key}.sh"
+            script = self.spark_dir / "gpu" / f"{spec.key}.sh"
             atomic_write_text(script, gpu_discovery_script(gpu), mode=0o755)
-            base_opts = spec.env.get("SPARK_WORKER_OPTS") or self.spark.env.get("SPARK_WORKER_OPTS")
+            base_opts = spec.env.get("SPARK_WORKER_OPTS") or self.env.get("SPARK_WORKER_OPTS")
             opts = " ".join(filter(None, [base_opts, gpu_worker_opts(str(script))]))
             spec.env.update({**gpu_env(gpu), "SPARK_WORKER_OPTS": opts})
-        self.spark.root.joinpath("tmp").mkdir(parents=True, exist_ok=True)
-        proc = start_process(self.home, spec, self.spark.env)
+        self.spark_dir.joinpath("tmp").mkdir(parents=True, exist_ok=True)
+        proc = start_process(self.home, spec, self.env)
         ref = WorkerRef(id=spec.key, host=worker_host(index), gpu=gpu, started_at=proc.create_time())
         if self.register_timeout_s > 0:
             self._wait_registered(proc, ref)
         log.info("started Spark worker %s on %s%s", ref.id, ref.host, f" pinned to GPU {gpu}" if gpu else "")
         return ref
 
-    def restore_stack_workers(self) -> None:
-        """Back to what `opsflow up` made: the stack's own workers (restarted if stopped) and no others."""
-        for ref in self.workers():
-            if worker_index(ref.id) >= self.cfg.spark_workers:
+    def restore(self, count: int) -> None:
+        """Back to workers ``0 .. count-1`` alone (what `opsflow up` starts): the others are stopped at once, the
+        missing ones started."""
+        running = self.workers()
+        for ref in running:
+            if worker_index(ref.id) >= count:
                 self.stop_worker(ref, graceful=False)
-        self.spark.start()
+        have = {worker_index(ref.id) for ref in running}
+        for index in range(count):
+            if index not in have:
+                self._start(index, None)
 
     def _wait_registered(self, proc: psutil.Process, ref: WorkerRef) -> None:
         deadline = time.monotonic() + self.register_timeout_s

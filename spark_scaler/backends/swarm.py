@@ -9,9 +9,11 @@ Not run against a real swarm here (podman has none): the contract test records t
 exchange with a local stand-in of the Engine API.
 
 Example:
-    >>> client = docker.DockerClient(base_url="tcp://127.0.0.1:2375")  # doctest: +SKIP
-    >>> SwarmServiceBackend(client, "spark-worker").replicas()  # doctest: +SKIP
-    2
+    >>> client = docker.DockerClient(base_url="tcp://127.0.0.1:1", version="1.41")  # nothing listens there
+    >>> SwarmServiceBackend(client, "spark-worker").replicas()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    spark_scaler.backends.base.BackendError: swarm service spark-worker: ...
 """
 
 from __future__ import annotations

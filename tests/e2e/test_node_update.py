@@ -28,15 +28,16 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from flows.node_update_rollout import TickReport, node_update_tick, run_tick
+from flows.node_update_rollout import node_update_tick
 from node_update import catalog as catalog_io
 from node_update import node as node_side
 from node_update import spool
 from node_update.codename import codename_at
+from node_update.config import NodeUpdateConfig, load_config
 from node_update.models import LevelReport, NodeState
 from node_update.operator import Resolution, resolve_failure
-from node_update.settings import NodeUpdateConfig, resolve
 from node_update.slurm import NodeUpdateSlurm, parse_reservation
+from node_update.tick import TickReport, run_tick
 from opsflow.adapters.slurm import SlurmCLI
 from opsflow.stack.config import StackConfig
 from opsflow.stack.demo import run_and_wait
@@ -121,7 +122,7 @@ def rollout(
     monkeypatch.setenv("OPSFLOW_NU_MAX_FAILURES", "2")
     monkeypatch.delenv("OPSFLOW_NU_ROOT", raising=False)
     monkeypatch.delenv("OPSFLOW_NU_LOCAL_DIR", raising=False)
-    cfg = resolve()
+    cfg = load_config()
     cli = SlurmCLI(conf=stack.slurm_conf)
     nodes = [n.name for n in cli.nodes()]
     _reset(cfg, cli, nodes)
@@ -249,9 +250,9 @@ def test_h_a_tick_killed_at_any_step_is_repaired_by_the_next(rollout: Rollout, t
     code = recent()
     catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
     program = (
-        "from flows.node_update_rollout import run_tick; from node_update.settings import resolve;"
+        "from node_update.tick import run_tick; from node_update.config import load_config;"
         "from node_update.slurm import NodeUpdateSlurm; from opsflow.adapters.slurm import SlurmCLI;"
-        f"run_tick(resolve(), NodeUpdateSlurm(SlurmCLI(conf={str(rollout.cli.conf)!r})))"
+        f"run_tick(load_config(), NodeUpdateSlurm(SlurmCLI(conf={str(rollout.cli.conf)!r})))"
     )
     for _ in range(3):  # kill it at the same step on several successive ticks
         env = {**os.environ, "OPSFLOW_NU_FAULT": step}

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 
-from opsflow import demo
 from opsflow.adapters.spark import SparkMaster
+from opsflow.stack import demo
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.manager import components
+from opsflow.stack.spark import local_worker_backend
 from spark_scaler.backends import LocalProcessBackend
-from spark_scaler.config import ScalerConfig, load_config_text
-from spark_scaler.controller import load_scaler_config, load_state, tick
+from spark_scaler.config import ScalerConfig, load_config, load_config_text
+from spark_scaler.controller import load_state, tick
 from spark_scaler.metrics import default_queries
 from spark_scaler.models import Action
 from tests.support import wait_until
@@ -66,9 +67,9 @@ def config(stack: StackConfig, *, minimum: int = 1, maximum: int = 3, cooldown: 
 
 @pytest.fixture
 def backend(stack: StackConfig) -> Iterator[LocalProcessBackend]:
-    backend = LocalProcessBackend(stack, child_env(stack), register_timeout_s=90, drain_timeout_s=120)
+    backend = local_worker_backend(stack, child_env(stack), register_timeout_s=90, drain_timeout_s=120)
     yield backend
-    backend.restore_stack_workers()
+    backend.restore(stack.spark_workers)
 
 
 def alive(stack: StackConfig) -> int:
@@ -93,7 +94,7 @@ def test_the_deployment_scales_out_under_load_then_back_in(stack: StackConfig) -
 
     events = wait_until(both_actions, timeout_s=30)
     assert events, lines
-    example = load_scaler_config(EXAMPLE_CONFIG, home=stack.home)
+    example = load_config(EXAMPLE_CONFIG)
     bounds = (example.worker.thresholds.min, example.worker.thresholds.max)
     assert all(bounds[0] <= e["payload"]["to"] <= bounds[1] for e in events), events
     assert any(e["payload"]["started"] for e in events if e["payload"]["action"] == "scale_out")
@@ -116,7 +117,7 @@ def test_bounds_hold_and_a_restarted_controller_keeps_its_cooldown(
     # A new controller (fresh objects, the same state file) under a config whose bounds are met: it holds,
     # because the cooldown recorded by the first one still runs.
     relaxed = config(stack, minimum=1, maximum=3, cooldown=600)
-    again = tick(relaxed, LocalProcessBackend(stack, child_env(stack)), state)
+    again = tick(relaxed, local_worker_backend(stack, child_env(stack)), state)
     assert again.decision.action == Action.HOLD, again.decision.reason
     assert "cooldown" in again.decision.reason
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsflow.adapters.docker_engine import DockerEngine, DockerEngineError
+from opsflow.adapters.docker_engine import DockerEngineClient, DockerEngineError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.podman import BUSYBOX_IMAGE, PodmanComponent
@@ -35,8 +35,8 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanComponent
 
 
 @pytest.fixture
-def engine(podman: PodmanComponent) -> DockerEngine:
-    return DockerEngine(podman.cfg.docker_host)
+def engine(podman: PodmanComponent) -> DockerEngineClient:
+    return DockerEngineClient(podman.cfg.docker_host)
 
 
 def processes_with(marker: str) -> list[psutil.Process]:
@@ -47,7 +47,7 @@ def processes_with(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_api_answers_and_the_image_is_there(podman: PodmanComponent, engine: DockerEngine) -> None:
+def test_api_answers_and_the_image_is_there(podman: PodmanComponent, engine: DockerEngineClient) -> None:
     assert engine.ping()
     assert engine.image_exists(BUSYBOX_IMAGE)
     status = podman.status()
@@ -55,7 +55,7 @@ def test_api_answers_and_the_image_is_there(podman: PodmanComponent, engine: Doc
     assert podman.start() is False
 
 
-def test_a_container_runs_to_completion_and_is_removed(engine: DockerEngine) -> None:
+def test_a_container_runs_to_completion_and_is_removed(engine: DockerEngineClient) -> None:
     result = engine.run(BUSYBOX_IMAGE, ["echo", "hello-from-podman"], timeout=60)
     assert result.exit_code == 0
     assert "hello-from-podman" in result.logs
@@ -66,13 +66,13 @@ def test_a_container_runs_to_completion_and_is_removed(engine: DockerEngine) -> 
         client.close()
 
 
-def test_exit_code_and_stderr_are_reported(engine: DockerEngine) -> None:
+def test_exit_code_and_stderr_are_reported(engine: DockerEngineClient) -> None:
     result = engine.run(BUSYBOX_IMAGE, ["sh", "-c", "echo oops >&2; exit 3"], timeout=60)
     assert result.exit_code == 3
     assert "oops" in result.logs
 
 
-def test_bind_mount_env_and_workdir(engine: DockerEngine, tmp_path: Path) -> None:
+def test_bind_mount_env_and_workdir(engine: DockerEngineClient, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("from-host\n")
     script = 'cat in.txt; echo "$GREETING" > out.txt'
     result = engine.run(
@@ -84,7 +84,7 @@ def test_bind_mount_env_and_workdir(engine: DockerEngine, tmp_path: Path) -> Non
     assert (tmp_path / "out.txt").read_text() == "from-container\n"
 
 
-def test_missing_image_fails_at_once_without_a_pull(engine: DockerEngine) -> None:
+def test_missing_image_fails_at_once_without_a_pull(engine: DockerEngineClient) -> None:
     with pytest.raises(DockerEngineError, match="not on"):
         engine.run("docker.io/library/busybox:latest", ["true"])
     client = engine.client()
@@ -110,7 +110,7 @@ def test_prefect_docker_host_block_reaches_the_engine(podman: PodmanComponent) -
 def test_stop_ends_running_containers_and_restart_keeps_the_image(tmp_path_factory: pytest.TempPathFactory) -> None:
     comp = start_podman(tmp_path_factory.mktemp("podman-stop"))
     try:
-        engine = DockerEngine(comp.cfg.docker_host)
+        engine = DockerEngineClient(comp.cfg.docker_host)
         client = engine.client()
         image_id = client.images.get(BUSYBOX_IMAGE).id
         marker = uuid.uuid4().hex

@@ -26,16 +26,16 @@ import httpx
 import psutil
 import pytest
 
-from opsflow.adapters.docker_engine import DockerEngine
+from opsflow.adapters.docker_engine import DockerEngineClient
 from opsflow.adapters.prometheus import PrometheusAPI
 from opsflow.adapters.spark import JOB_JVM_FLAGS, MasterState, SparkMaster
-from opsflow.gpu import GpuInfo
+from opsflow.gpu import MIB, GpuInfo
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env, java_home, spark_home
 from opsflow.stack.podman import BUSYBOX_IMAGE, PodmanComponent
 from opsflow.stack.process import running_process, stack_processes
 from opsflow.stack.prometheus import PrometheusComponent
-from opsflow.stack.spark import SparkComponent
+from opsflow.stack.spark import SparkComponent, local_worker_backend
 from spark_scaler.backends import (
     BackendError,
     DockerBackend,
@@ -48,6 +48,8 @@ from spark_scaler.backends import (
 from spark_scaler.backends.base import REGISTERED_MARKER
 from spark_scaler.backends.docker import LABEL_SCOPE
 from spark_scaler.backends.local import executor_log, executor_processes
+from spark_scaler.config import Endpoints, bind_endpoints, load_config_text
+from spark_scaler.controller import backend_for
 from spark_scaler.gpus import GpuInventory
 from spark_scaler.metrics import DEFAULT_QUERIES, MASTER_QUERIES, observe
 from spark_scaler.models import WorkerRef
@@ -114,7 +116,7 @@ def podman(cfg: StackConfig, spark: SparkComponent) -> Iterator[PodmanComponent]
 
 @pytest.fixture(scope="module")
 def backend(cfg: StackConfig, spark: SparkComponent) -> LocalProcessBackend:
-    return LocalProcessBackend(cfg, child_env(cfg), drain_timeout_s=150.0, poll_s=0.5)
+    return local_worker_backend(cfg, child_env(cfg), drain_timeout_s=150.0, poll_s=0.5)
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def docker_backend(cfg: StackConfig, spark: SparkComponent, podman: PodmanCompon
     jh = java_home()
     if jh is None:
         pytest.skip("no JDK to bind-mount into the container")
-    engine = DockerEngine(cfg.docker_host)
+    engine = DockerEngineClient(cfg.docker_host)
     backend = DockerBackend(
         engine,
         BUSYBOX_IMAGE,
@@ -354,8 +356,9 @@ def test_gpu_pinned_worker_reports_its_one_gpu_and_no_gpu_is_shared(
     # An injected inventory (this machine may have no GPU): the Spark side of the pinning is real all the same.
     inventory = GpuInventory(
         [
-            GpuInfo(index=0, name="Test GPU", uuid="GPU-test-0", memory_total_mb=16000, memory_used_mb=0, processes=1),
-            GpuInfo(index=1, name="Test GPU", uuid="GPU-test-1", memory_total_mb=16000, memory_used_mb=0, processes=0),
+            GpuInfo(index=0, name="Test GPU", uuid="GPU-test-0", memory_total_bytes=16000 * MIB, memory_used_bytes=0,
+                    processes=1),
+            GpuInfo(index=1, name="Test GPU", uuid="GPU-test-1", memory_total_bytes=16000 * MIB, memory_used_bytes=0),
         ]
     )
     ensure_workers(backend, master, 1)
@@ -466,7 +469,7 @@ def test_docker_worker_registers_and_is_decommissioned_before_it_stops(
     stopper.join()
     assert "DECOMMISSIONED" in states, states
     assert docker_backend.workers() == []
-    with contextlib.closing(DockerEngine(cfg.docker_host).client()) as client:
+    with contextlib.closing(DockerEngineClient(cfg.docker_host).client()) as client:
         assert client.containers.list(all=True, filters={"label": f"{LABEL_SCOPE}={DOCKER_PREFIX}"}) == []
     assert live_worker(wait_for_state(master, lambda s: live_worker(s, ref.host) is None), ref.host) is None
 
@@ -477,7 +480,7 @@ def test_docker_graceful_stop_during_a_job_loses_no_task(
 ) -> None:
     ensure_workers(backend, master, 1)
     victim = docker_backend.start_worker()
-    engine = DockerEngine(cfg.docker_host)
+    engine = DockerEngineClient(cfg.docker_host)
 
     def victim_runs_tasks() -> bool:
         if [a.cores for a in master.state().activeapps] != [2]:
@@ -488,6 +491,39 @@ def test_docker_graceful_stop_during_a_job_loses_no_task(
 
     decommission_during_job(cfg, tmp_path, master, docker_backend, victim, victim_runs_tasks)
     assert docker_backend.workers() == []
+
+
+@pytest.mark.stack
+def test_a_docker_config_bound_to_blocks_starts_workers_on_the_blocks_engine(
+    cfg: StackConfig, spark: SparkComponent, podman: PodmanComponent, master: SparkMaster
+) -> None:
+    # The way the flow and the API build it: the YAML, the Blocks' URLs bound over it, then backend_for. The
+    # worker's environment says another DOCKER_HOST: the Block's engine is used, that variable left as it is.
+    prefix = f"{DOCKER_PREFIX}-cfg"
+    text = f"""
+general: {{interval_seconds: 5, cooldown_period_seconds: 5, recurrence_factor: 2, prometheus_url: "http://x"}}
+metrics: {{cores: {{query: "spark:cores", target_utilization: 0.5, thresholds: {{min: 0.2, max: 0.6}}}}}}
+worker: {{service_name: {prefix}, thresholds: {{min: 1, max: 3}}}}
+opsflow: {{backend: docker, worker_image: "{BUSYBOX_IMAGE}", local_stack: true}}
+"""
+    endpoints = Endpoints(
+        prometheus_url=cfg.prometheus_url,
+        spark_master_url=cfg.spark_master_url,
+        spark_master_ui_url=cfg.spark_master_ui_url,
+        docker_host=cfg.docker_host,
+    )
+    scaler_cfg = bind_endpoints(load_config_text(text), endpoints)
+    env = {**child_env(cfg), "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    backend = backend_for(scaler_cfg, home=cfg.home, env=env, conf_dir=spark.conf_dir)
+    assert isinstance(backend, DockerBackend) and backend.engine.base_url == cfg.docker_host
+    ref = backend.start_worker()
+    try:
+        assert ref.id == f"{prefix}-100" and ref.host in alive_hosts(master.state())
+        assert [r.id for r in backend.workers()] == [ref.id]
+    finally:
+        backend.stop_worker(ref, graceful=False)
+    assert backend.workers() == []
+    assert env["DOCKER_HOST"] == "unix:///nonexistent/docker.sock"
 
 
 # --- swarm backend: contract test against recorded Engine API calls ----------------------------------------------

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from opsflow.adapters.spark import run_sum_of_squares, sum_of_squares
+from opsflow.adapters.spark import run_sum_of_squares, sum_of_squares, worker_host, worker_key
 from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import running_process, stack_processes, start_process
-from opsflow.stack.spark import SparkComponent, worker_host, worker_key
+from opsflow.stack.spark import SparkComponent
 from tests.support import unavailable, wait_for_state
 
 pytestmark = pytest.mark.stack

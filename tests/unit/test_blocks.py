@@ -34,10 +34,12 @@ def test_local_blocks_point_at_the_stack(tmp_path: Path) -> None:
     slurm, spark, prom, docker, nu, pipelines = local_blocks(cfg)
     assert isinstance(slurm, SlurmCluster) and isinstance(spark, SparkCluster)
     assert isinstance(prom, PrometheusServer) and isinstance(docker, DockerEngine)
-    assert slurm.cli().conf == cfg.slurm_conf
+    assert slurm.get_client().conf == cfg.slurm_conf
     assert spark.master_url == "spark://127.0.0.1:7082"
-    assert prom.api().url == "http://127.0.0.1:9095"
+    assert spark.get_client().ui_url == cfg.spark_master_ui_url
+    assert prom.get_client().url == "http://127.0.0.1:9095"
     assert docker.base_url == f"unix://{tmp_path}/podman/podman.sock"
-    assert isinstance(nu, NodeUpdateSettings) and nu.resolved().root == tmp_path / "shared" / "node-update"
+    assert docker.get_client().base_url == docker.base_url
+    assert isinstance(nu, NodeUpdateSettings) and nu.resolved(env={}).root == tmp_path / "shared" / "node-update"
     assert isinstance(pipelines, PipelineStore) and pipelines.pipelines_dir == tmp_path / "pipelines" / "pipelines"
     assert pipelines.projects().projects_dir == tmp_path / "pipelines" / "projects"

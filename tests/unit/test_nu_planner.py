@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +17,8 @@ from node_update.models import (
     LevelReport,
     NodeRecord,
     NodeState,
+    NodeUpdateConfig,
     Plan,
-    Settings,
     SlurmNodeView,
 )
 from node_update.planner import plan_tick, usable
@@ -24,6 +27,11 @@ BOOT = "20260101000000"
 U1 = "20260201000000"
 U2 = "20260301000000"
 NODES = [f"nid{i:03d}" for i in range(1, 9)]
+
+
+def config(**limits: Any) -> NodeUpdateConfig:
+    """The service's configuration with these limits (the planner never looks at the root)."""
+    return NodeUpdateConfig(root=Path("/shared/nu"), **limits)
 
 
 def snapshot(reservation: list[str] | None, busy: set[str] = frozenset(), applying: list[str] = ()) -> ClusterSnapshot:  # type: ignore[assignment]
@@ -47,7 +55,7 @@ def ok(node: str, codename: str) -> ApplyResult:
 
 
 def test_rollout_reserves_then_starts_then_releases_within_res_limit() -> None:
-    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=3)
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=3)
     p1 = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
     assert p1.reserve == ["nid001", "nid002", "nid003"] and p1.start == []
     p2 = plan_tick(snapshot(p1.reservation), cat, p1.ledger, [], [], cfg)
@@ -63,17 +71,17 @@ def test_rollout_reserves_then_starts_then_releases_within_res_limit() -> None:
 
 def test_busy_nodes_are_never_reserved_and_reserved_busy_nodes_wait() -> None:
     cat = catalog((U1, NODES, 0))
-    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], Settings(res_limit=8))
+    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], config(res_limit=8))
     assert plan.reserve == NODES[2:]
     assert "with a job" in plan.ledger.nodes["nid001"].reason
     # A job slipped onto a reserved node (IGNORE_JOBS): it stays READY and does not start.
-    later = plan_tick(snapshot(["nid003"], busy={"nid003"}), cat, booted(), [], [], Settings(res_limit=1))
+    later = plan_tick(snapshot(["nid003"], busy={"nid003"}), cat, booted(), [], [], config(res_limit=1))
     assert later.start == [] and later.reservation == ["nid003"]
     assert later.ledger.nodes["nid003"].state == NodeState.READY
 
 
 def test_failed_node_stays_reserved_counts_against_the_limit_and_others_go_on() -> None:
-    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=2, max_failures=3)
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=2, max_failures=3)
     bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=3, log_tail="x\ndisk full", at=1.0)
     plan = plan_tick(snapshot(["nid001", "nid002"]), cat, booted(), [], [bad, ok("nid002", U1)], cfg)
     assert plan.new_failures == {"nid001": f"{U1}: update.sh exited 3: disk full"}
@@ -83,7 +91,7 @@ def test_failed_node_stays_reserved_counts_against_the_limit_and_others_go_on() 
 
 
 def test_failure_budget_stops_new_nodes_taking_the_update() -> None:
-    cat, cfg = catalog((U1, NODES, 0)), Settings(res_limit=4, max_failures=2)
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=4, max_failures=2)
     fails = [ApplyResult(node=n, codename=U1, ok=False, exit_code=1, at=1.0) for n in ("nid001", "nid002")]
     plan = plan_tick(snapshot(["nid001", "nid002", "nid003"]), cat, booted(), [], fails, cfg)
     assert U1 in plan.halted
@@ -93,7 +101,7 @@ def test_failure_budget_stops_new_nodes_taking_the_update() -> None:
 
 
 def test_canary_widens_only_after_every_canary_node_succeeded() -> None:
-    cat, cfg = catalog((U1, NODES, 2)), Settings(res_limit=8)
+    cat, cfg = catalog((U1, NODES, 2)), config(res_limit=8)
     p1 = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
     assert p1.reserve == ["nid001", "nid002"]
     p2 = plan_tick(snapshot(p1.reservation), cat, p1.ledger, [], [ok("nid001", U1)], cfg)
@@ -103,7 +111,7 @@ def test_canary_widens_only_after_every_canary_node_succeeded() -> None:
 
 
 def test_failed_canary_halts_the_update() -> None:
-    cat, cfg = catalog((U1, NODES, 2)), Settings(res_limit=8, max_failures=5)
+    cat, cfg = catalog((U1, NODES, 2)), config(res_limit=8, max_failures=5)
     bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=1, at=1.0)
     plan = plan_tick(snapshot(["nid001", "nid002"]), cat, booted(), [], [bad, ok("nid002", U1)], cfg)
     assert "canary failed" in plan.halted[U1]
@@ -113,14 +121,14 @@ def test_failed_canary_halts_the_update() -> None:
 def test_catalog_error_starts_nothing_new_but_running_updates_finish() -> None:
     cat = catalog((U1, NODES, 0))
     cat.error = "active-updates.list:3: hostlist: cannot parse 'nid[1-'"
-    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid001"]), cat, booted(), [], [], Settings())
+    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid001"]), cat, booted(), [], [], config())
     assert plan.reserve == [] and plan.start == []
     assert plan.reservation == ["nid001"]
     assert plan.notes and "active-updates.list:3" in plan.notes[0]
 
 
 def test_retired_update_releases_nodes_that_had_not_started() -> None:
-    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid002"]), Catalog(), booted(), [], [], Settings())
+    plan = plan_tick(snapshot(["nid001", "nid002"], applying=["nid002"]), Catalog(), booted(), [], [], config())
     assert plan.release == ["nid001"]
     assert plan.reservation == ["nid002"]
 
@@ -128,7 +136,7 @@ def test_retired_update_releases_nodes_that_had_not_started() -> None:
 def test_two_updates_are_applied_oldest_first() -> None:
     cat = catalog((U2, NODES, 0), (U1, NODES, 0))
     assert cat.pending_for("nid001", BOOT) == [U1, U2]
-    plan = plan_tick(snapshot(["nid001"]), cat, booted(), [], [ok("nid001", U1)], Settings(res_limit=1))
+    plan = plan_tick(snapshot(["nid001"]), cat, booted(), [], [ok("nid001", U1)], config(res_limit=1))
     assert plan.start == ["nid001"]  # still needs U2
     assert plan.ledger.nodes["nid001"].level == U1
 
@@ -137,19 +145,31 @@ def test_boot_after_publish_counts_as_updated_and_clears_an_old_failure() -> Non
     led = booted()
     led.nodes["nid001"] = NodeRecord(level=BOOT, state=NodeState.FAIL, failed_codename=U1, reason="x")
     boot = LevelReport(node="nid001", level="20260215000000", at=2.0, source="boot")
-    plan = plan_tick(snapshot(["nid001"]), catalog((U1, ["nid001"], 0)), led, [boot], [], Settings())
+    plan = plan_tick(snapshot(["nid001"]), catalog((U1, ["nid001"], 0)), led, [boot], [], config())
     assert plan.ledger.nodes["nid001"].state == NodeState.DONE
     assert plan.reservation is None
 
 
+def test_a_boot_report_read_again_keeps_an_operators_release() -> None:
+    # The tick rereads report files for a few seconds (REREAD_MARGIN_NS): the same boot must not count twice.
+    boot = LevelReport(node="nid001", level=BOOT, at=1.0, source="boot")
+    led = Ledger(nodes={"nid001": NodeRecord(level=BOOT, skipped=[U1])})
+    plan = plan_tick(snapshot(["nid001"]), catalog((U1, ["nid001"], 0)), led, [boot], [], config())
+    assert plan.ledger.nodes["nid001"].skipped == [U1]
+    assert plan.release == ["nid001"] and plan.reservation is None
+    newer = LevelReport(node="nid001", level="20260115000000", at=2.0, source="boot")  # a real reboot
+    again = plan_tick(snapshot(None), catalog((U1, ["nid001"], 0)), led, [newer], [], config())
+    assert again.ledger.nodes["nid001"].skipped == [] and again.reserve == ["nid001"]
+
+
 def test_unknown_level_nodes_are_left_alone() -> None:
-    plan = plan_tick(snapshot(None), catalog((U1, NODES, 0)), Ledger(), [], [], Settings())
+    plan = plan_tick(snapshot(None), catalog((U1, NODES, 0)), Ledger(), [], [], config())
     assert plan.reservation is None
 
 
 def test_lowered_limit_gives_back_unstarted_nodes_first() -> None:
     cat = catalog((U1, NODES, 0))
-    plan = plan_tick(snapshot(NODES[:4], applying=["nid001"]), cat, booted(), [], [], Settings(res_limit=2))
+    plan = plan_tick(snapshot(NODES[:4], applying=["nid001"]), cat, booted(), [], [], config(res_limit=2))
     assert plan.reservation is not None and len(plan.reservation) == 2 and "nid001" in plan.reservation
 
 
@@ -159,8 +179,8 @@ node_subsets = st.sets(st.sampled_from(NODES))
 
 
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], Settings]:
-    cfg = Settings(res_limit=draw(st.integers(1, 6)), max_failures=draw(st.integers(1, 4)))
+def situations(draw: st.DrawFn) -> tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], NodeUpdateConfig]:
+    cfg = config(res_limit=draw(st.integers(1, 6)), max_failures=draw(st.integers(1, 4)))
     entries = [(c, sorted(draw(node_subsets)) or ["nid001"], draw(st.integers(0, 3))) for c in draw(st.sets(codenames))]
     cat = catalog(*entries)
     if draw(st.booleans()) and draw(st.booleans()):
@@ -187,7 +207,7 @@ def situations(draw: st.DrawFn) -> tuple[ClusterSnapshot, Catalog, Ledger, list[
     return snap, cat, led, results, cfg
 
 
-def check_invariants(snap: ClusterSnapshot, cat: Catalog, plan: Plan, cfg: Settings) -> None:
+def check_invariants(snap: ClusterSnapshot, cat: Catalog, plan: Plan, cfg: NodeUpdateConfig) -> None:
     out = set(plan.reservation or [])
     before = set(snap.reservation or [])
     by_name = {n.name: n for n in snap.nodes}
@@ -214,7 +234,7 @@ def check_invariants(snap: ClusterSnapshot, cat: Catalog, plan: Plan, cfg: Setti
 @settings(max_examples=400, deadline=None)
 @given(situations())
 def test_invariants_hold_for_any_snapshot(
-    case: tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], Settings],
+    case: tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], NodeUpdateConfig],
 ) -> None:
     snap, cat, led, results, cfg = case
     plan = plan_tick(snap, cat, led, [], results, cfg)

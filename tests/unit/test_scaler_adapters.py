@@ -10,8 +10,7 @@ import pytest
 
 from opsflow.adapters.prometheus import Sample
 from opsflow.adapters.spark import AppInfo, MasterState, WorkerInfo
-from opsflow.gpu import GpuInfo
-from opsflow.stack.prometheus import GROUP_EXECUTOR
+from opsflow.gpu import MIB, GpuInfo
 from spark_scaler.backends import BackendError, WorkerBackend, live_worker, next_index
 from spark_scaler.backends.base import (
     DECOMMISSIONING_MARKER,
@@ -31,6 +30,7 @@ from spark_scaler.backends.swarm import SwarmServiceBackend, task_address
 from spark_scaler.gpus import GpuInventory, pick_gpu, select_free_gpus
 from spark_scaler.metrics import (
     DEFAULT_QUERIES,
+    GROUP_EXECUTOR,
     MASTER_QUERIES,
     NVML_GPU_QUERY,
     SPARK_CORES_QUERY,
@@ -57,8 +57,8 @@ def app(state: str, cores: int = 0, name: str = "a") -> AppInfo:
 
 def gpu(index: int, *, used_mb: int = 0, procs: int = 0, total_mb: int = 16000) -> GpuInfo:
     return GpuInfo(
-        index=index, name="Test", uuid=f"GPU-{index}", memory_total_mb=total_mb, memory_used_mb=used_mb,
-        processes=procs,
+        index=index, name="Test", uuid=f"GPU-{index}", memory_total_bytes=total_mb * MIB,
+        memory_used_bytes=used_mb * MIB, processes=procs,
     )  # fmt: skip
 
 

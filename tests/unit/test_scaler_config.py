@@ -9,8 +9,10 @@ import pytest
 from opsflow.errors import InputError
 from spark_scaler.config import (
     EXAMPLE_THESIS_YAML,
+    Endpoints,
     OpsflowConfig,
     ScalerConfig,
+    bind_endpoints,
     load_config,
     load_config_text,
     our_policy,
@@ -159,16 +161,43 @@ def test_example_cpu_query_is_the_one_the_metrics_module_writes() -> None:
     assert "spark-python" in query  # PySpark's Python workers, where PySpark code burns its CPU
 
 
-def test_local_stack_config_takes_the_stacks_urls(tmp_path: Path) -> None:
-    from opsflow.stack.config import StackConfig
-    from spark_scaler.controller import load_scaler_config
+def test_local_stack_is_short_for_the_blocks_named_local() -> None:
+    assert load_config(EXAMPLE).opsflow.block_name == "local"  # the shipped example: `local_stack: true`
+    site = EXAMPLE_THESIS_YAML + "opsflow:\n  blocks: site-a\n"
+    assert load_config_text(site).opsflow.block_name == "site-a"
+    assert load_config_text(EXAMPLE_THESIS_YAML).opsflow.block_name is None  # the URLs of the file
+    both = EXAMPLE_THESIS_YAML + "opsflow:\n  local_stack: true\n  blocks: local\n"
+    assert load_config_text(both).opsflow.block_name == "local"
 
-    stack = StackConfig(home=tmp_path).shifted(123)
-    stack.save()
-    cfg = load_scaler_config(EXAMPLE, home=tmp_path)
-    assert cfg.general.prometheus_url == stack.prometheus_url
-    assert cfg.opsflow.spark_master_ui_url == stack.spark_master_ui_url
-    assert cfg.opsflow.spark_master_url == stack.spark_master_url
-    unbound = tmp_path / "site.yaml"
-    unbound.write_text(EXAMPLE.read_text().replace("local_stack: true", "local_stack: false"))
-    assert load_scaler_config(unbound, home=tmp_path).general.prometheus_url == "http://127.0.0.1:9090"
+
+def test_local_stack_with_other_blocks_is_an_error_naming_the_section() -> None:
+    err = error_of(EXAMPLE_THESIS_YAML + "opsflow:\n  local_stack: true\n  blocks: site-a\n")
+    assert err.field == "opsflow" and err.line == 21
+    assert "local_stack: true means blocks: local" in str(err)
+
+
+def test_bound_endpoints_replace_the_urls_of_the_file() -> None:
+    cfg = load_config(EXAMPLE)
+    bound = bind_endpoints(
+        cfg,
+        Endpoints(
+            prometheus_url="http://prom.site:9090",
+            spark_master_url="spark://master.site:7077",
+            spark_master_ui_url="http://master.site:8080",
+            docker_host="tcp://engine.site:2375",
+        ),
+    )
+    assert bound.general.prometheus_url == "http://prom.site:9090"
+    assert (bound.opsflow.master_url, bound.opsflow.spark_master_ui_url) == (
+        "spark://master.site:7077",
+        "http://master.site:8080",
+    )
+    assert bound.opsflow.docker_host == "tcp://engine.site:2375"
+    assert bound.metrics == cfg.metrics and bound.worker == cfg.worker  # only the URLs change
+    assert cfg == load_config(EXAMPLE)  # the input is not changed
+    assert bind_endpoints(cfg, Endpoints()) == cfg  # a Block value missing: the file's stays
+
+
+def test_master_url_defaults_to_port_7077_on_the_uis_host() -> None:
+    cfg = load_config_text(EXAMPLE_THESIS_YAML + "opsflow:\n  spark_master_ui_url: http://10.1.2.3:8080\n")
+    assert cfg.opsflow.master_url == "spark://10.1.2.3:7077"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from opsflow.gpu import GpuInfo
+from opsflow.gpu import MIB, GpuInfo
 from stage_pipeline import monitor
 from stage_pipeline.monitor import GpuSample, NodeSnapshot, gpu_samples, rate, read_gpus, sample_node, snapshot_rows
 
@@ -79,12 +79,15 @@ def test_no_driver_gives_no_gpus_and_a_note(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.gpus == [] and s.gpu_note == note
 
 
-def test_gpus_come_from_the_inventory_with_utilisation() -> None:
+def test_gpus_come_from_the_inventory_in_percent_and_mib() -> None:
     infos = [
-        GpuInfo(index=0, name="A100", uuid="GPU-a", memory_total_mb=40960, memory_used_mb=2048, processes=1),
-        GpuInfo(index=1, name="A100", uuid="GPU-b", memory_total_mb=40960, memory_used_mb=0, processes=0),
-    ]
-    samples = gpu_samples(infos, {0: 35.0})
+        GpuInfo(
+            index=0, name="A100", uuid="GPU-a", memory_total_bytes=40960 * MIB, memory_used_bytes=2048 * MIB,
+            utilization=0.35, processes=1,
+        ),
+        GpuInfo(index=1, name="A100", uuid="GPU-b", memory_total_bytes=40960 * MIB, memory_used_bytes=0),
+    ]  # fmt: skip
+    samples = gpu_samples(infos)
     assert samples[0] == A100
     assert samples[1].util_percent is None and samples[1].mem_used_mb == 0
     s = sample_node(interval_s=0.01, gpus=lambda: (samples, None))
@@ -105,9 +108,10 @@ def test_rows_one_per_node_sorted_with_readable_cells() -> None:
 
 
 def test_monitor_reads_gpus_through_opsflow_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    info = GpuInfo(index=0, name="H100", uuid="GPU-h", memory_total_mb=81920, memory_used_mb=1, processes=0)
+    info = GpuInfo(
+        index=0, name="H100", uuid="GPU-h", memory_total_bytes=81920 * MIB, memory_used_bytes=MIB, utilization=0.9
+    )
     monkeypatch.setattr(monitor, "list_gpus", lambda: [info])
-    monkeypatch.setattr(monitor, "_gpu_utilization", lambda: {0: 90.0})
     gpus, note = read_gpus()
     assert note is None
     assert gpus == [GpuSample(index=0, name="H100", util_percent=90.0, mem_used_mb=1, mem_total_mb=81920)]

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from flows.pipeline_run import decision_form
 from stage_pipeline.definition import parse_definition
-from stage_pipeline.models import AttemptOutcome, Project
-from stage_pipeline.steps import Decision, Step, decision_key, first_stage, next_step
+from stage_pipeline.models import AttemptOutcome, Project, ProjectStateError, ProjectStatus
+from stage_pipeline.steps import (
+    Decision,
+    Step,
+    attempt_problem,
+    decision_key,
+    first_stage,
+    next_step,
+    no_fitting_node,
+)
+from stage_pipeline.store import ProjectStore
 
 DEFN = parse_definition(
     "name: p\nstages:\n  - {name: a, command: [x]}\n  - {name: b, command: [y]}\n  - {name: c, command: [z]}\n"
@@ -70,3 +80,49 @@ def test_form_schema_limits_actions_and_stages_to_the_definition() -> None:
     assert form.model_validate({"action": "goto", "goto_stage": "c"}).model_dump()["goto_stage"] == "c"
     with pytest.raises(ValueError):
         form.model_validate({"action": "goto", "goto_stage": "nope"})
+
+
+def test_a_failed_lost_or_missing_attempt_pauses_the_run_and_a_gpu_stage_needs_a_gpu_worker() -> None:
+    p = Project.new("x", DEFN, "", T)
+    assert attempt_problem(p, "a") == "a attempt ?: did not start"
+    p.begin_attempt("a", {}, T)
+    p.mark_lost("worker gone", T)
+    assert attempt_problem(p, "a") == "a attempt 1: lost"
+    p.begin_attempt("a", {}, T)
+    p.end_attempt("a", 2, AttemptOutcome.SUCCEEDED, 0, [], T)
+    assert attempt_problem(p, "a") is None
+    gpu = parse_definition("name: g\nstages:\n  - {name: train, command: [x], resources: {gpus: 2, cpus: 4}}\n")
+    assert no_fitting_node(gpu.stages[0]) == (
+        "no fitting node: no worker of work pool 'gpu' is online for train (2 GPU(s), 4 CPU(s))"
+    )
+
+
+# --- the flow's claim: the staleness rule is the core's, the flow tells Prefect --------------------------------
+def test_a_run_claims_a_project_whose_attempt_lost_its_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.pipeline_run as pipeline_run
+
+    crashed: list[tuple[str, str]] = []
+    monkeypatch.setattr(pipeline_run, "mark_crashed", lambda run_id, why: crashed.append((run_id, why)))
+    monkeypatch.setattr(pipeline_run, "flow_run_state", lambda run_id: "CRASHED")
+    store = ProjectStore(tmp_path)
+    store.create("x", DEFN)
+    store.begin_attempt("x", "a", {}, run_id="stage-1")  # no heartbeat at all: its worker never beat, or is gone
+    project = pipeline_run._claim(store, "x", "me", None)
+    assert crashed == [("stage-1", "no heartbeat: its worker is gone")]
+    assert project.status == ProjectStatus.RUNNING and project.run_id == "me"
+    assert project.history[0].outcome == AttemptOutcome.LOST
+
+
+def test_a_run_refuses_a_project_whose_attempt_is_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.pipeline_run as pipeline_run
+
+    monkeypatch.setattr(pipeline_run, "mark_crashed", lambda run_id, why: pytest.fail("nothing is crashed"))
+    store = ProjectStore(tmp_path)
+    store.create("x", DEFN)
+    store.begin_attempt("x", "a", {})
+    beat = store.heartbeat_path("x", "a", 1)
+    beat.parent.mkdir(parents=True)
+    beat.touch()
+    with pytest.raises(ProjectStateError, match="still running"):
+        pipeline_run._claim(store, "x", "me", None)
+    assert store.get("x").status == ProjectStatus.RUNNING and store.get("x").run_id is None

@@ -6,13 +6,23 @@ import json
 import os
 import stat
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from stage_pipeline.definition import parse_definition
 from stage_pipeline.library import PipelineLibrary
-from stage_pipeline.models import AttemptOutcome, Project, ProjectStatus, StageState
+from stage_pipeline.models import (
+    STALE_AFTER_S,
+    AttemptOutcome,
+    PendingDecision,
+    Project,
+    ProjectStateError,
+    ProjectStatus,
+    StageState,
+    attempt_is_lost,
+)
 from stage_pipeline.store import ProjectExists, ProjectNotFound, ProjectStore
 from stage_pipeline.workspace import prepare_workspace, seal
 
@@ -171,6 +181,55 @@ def test_recover_stale_marks_the_running_attempt_lost(store: ProjectStore) -> No
     assert project.status == ProjectStatus.PAUSED and "worker process killed" in project.reason
     assert store.recover_stale("demo") == []  # nothing running any more
     assert store.begin_attempt("demo", "a", {}).attempt == 2  # resumable
+
+
+def test_a_stale_heartbeat_means_lost_a_fresh_one_refuses_the_takeover(store: ProjectStore) -> None:
+    store.create("demo", DEF)
+    store.begin_attempt("demo", "a", {}, run_id="stage-run-1")
+    project = store.get("demo")
+    assert store.heartbeats(project) == {("a", 1): None}  # never written: lost
+    beat = store.heartbeat_path("demo", "a", 1)
+    beat.parent.mkdir(parents=True)
+    beat.touch()
+    os.utime(beat, (1_000_000_000, 1_000_000_000))
+    beats = store.heartbeats(project)
+    old = datetime.fromtimestamp(1_000_000_000, UTC)
+    assert beats == {("a", 1): old}
+    (lost,) = project.lost_attempts(beats, old + timedelta(seconds=STALE_AFTER_S))
+    assert (lost.stage, lost.attempt, lost.run_id, lost.lost) == ("a", 1, "stage-run-1", True)
+    with pytest.raises(ProjectStateError, match="attempt 1 is still running \\(heartbeat 29 s ago\\)"):
+        project.lost_attempts(beats, old + timedelta(seconds=STALE_AFTER_S - 1))
+    assert attempt_is_lost(STALE_AFTER_S) and not attempt_is_lost(STALE_AFTER_S - 0.1)
+
+
+def test_a_takeover_closes_lost_attempts_forgets_an_orphan_decision_and_runs(store: ProjectStore) -> None:
+    store.create("demo", DEF)
+    store.begin_attempt("demo", "a", {})
+    decision = PendingDecision(key="k", stage="a", when="after", attempt=1, run_id="old", asked=datetime.now(UTC))
+    store.update("demo", lambda p: setattr(p, "waiting", decision))
+    project = store.take_over("demo", "new", None)
+    assert project.attempts_of("a")[0].outcome == AttemptOutcome.LOST and project.waiting is None
+    assert (project.run_id, project.status) == ("new", ProjectStatus.RUNNING)
+    assert project.reason == "run new started at a"  # the failed stage is where it goes on
+
+
+def test_a_decision_is_asked_then_answered_with_its_comment_kept(store: ProjectStore) -> None:
+    store.create("demo", DEF)
+    store.begin_attempt("demo", "a", {})
+    store.end_attempt("demo", "a", 1, AttemptOutcome.SUCCEEDED, 0, [])
+    asked = PendingDecision(key="k", stage="b", when="before", attempt=1, run_id="r", asked=datetime.now(UTC))
+    project = store.ask("demo", asked)
+    assert project.status == ProjectStatus.WAITING and project.stages["b"] == StageState.PAUSED
+    project = store.answered("demo", "a", "looks right", "continue after the decision before b")
+    assert project.waiting is None and project.status == ProjectStatus.RUNNING
+    assert project.history[0].comment == "looks right"
+
+
+def test_a_pause_in_front_of_a_stage_marks_it_paused(store: ProjectStore) -> None:
+    store.create("demo", DEF)
+    store.request_pause("demo")
+    project = store.pause("demo", "paused on request before b", before="b")
+    assert (project.status, project.stages["b"], project.pause_requested) == (ProjectStatus.PAUSED, "PAUSED", False)
 
 
 def test_a_crash_mid_write_leaves_the_old_project_json(store: ProjectStore, monkeypatch: pytest.MonkeyPatch) -> None:

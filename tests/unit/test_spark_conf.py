@@ -1,4 +1,5 @@
-"""Pure parts of the Spark component and adapter: generated config, process specs, /json/ parsing."""
+"""Pure parts of the Spark component and adapter: generated config, process specs, /json/ parsing, and the one
+worker launch shared by the stack and the scaler's local backend."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from opsflow.adapters.spark import (
     parse_master_state,
     sum_of_squares,
     sum_of_squares_argv,
+    worker_host,
+    worker_key,
 )
 from opsflow.stack.config import StackConfig
 from opsflow.stack.spark import (
     PYSPARK_MARK_OPTION,
     SparkComponent,
+    local_worker_backend,
     metrics_properties,
     pyspark_python_script,
     spark_defaults,
-    worker_host,
-    worker_key,
 )
 
 SPARK_HOME = "/opt/spark"
@@ -103,6 +105,14 @@ def test_each_worker_has_its_own_loopback_host_ui_port_and_dirs(comp: SparkCompo
     assert args[args.index("--work-dir") + 1] == "/h/spark/work/spark-worker-3" == spec.env["SPARK_WORKER_DIR"]
     assert spec.env["SPARK_LOCAL_DIRS"] == "/h/spark/local/spark-worker-3"
     assert args[-1] == "spark://127.0.0.1:7082"
+
+
+def test_the_scalers_local_backend_launches_the_stacks_own_worker_spec(cfg: StackConfig, comp: SparkComponent) -> None:
+    # One set of workers: a worker the scaler adds is the worker the stack would start at that index.
+    backend = local_worker_backend(cfg, comp.env)
+    for index in (0, 1, 4):
+        assert backend.worker_spec(index) == comp.worker_spec(index)
+    assert backend.home == cfg.home and backend.master.ui_url == cfg.spark_master_ui_url
 
 
 def test_processes_are_the_master_then_the_configured_workers(comp: SparkComponent) -> None:
