@@ -29,7 +29,8 @@ B = TypeVar("B", bound=Block)
 
 def load_block(cls: type[B], name: str) -> B:
     """``cls.load(name)`` from synchronous code, typed (Prefect's ``load`` is typed as maybe-a-coroutine)."""
-    return cast(B, cls.load(name))
+    # _sync: stay synchronous where an event loop runs (a Jupyter kernel), which Prefect would answer with a coroutine
+    return cast(B, cls.load(name, _sync=True))  # type: ignore[call-arg]
 
 
 __all__ = [

@@ -30,6 +30,7 @@ import html
 import os
 import time
 from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -41,7 +42,7 @@ from node_update.planner import halted_updates, plan_tick
 from node_update.slurm import APPLY_JOB_NAME, NodeUpdateSlurm
 from opsflow.errors import OpsflowError
 from opsflow.home import opsflow_script
-from opsflow.tables import html_table, markdown_table
+from opsflow.tables import Records, html_table, markdown_table
 
 #: Job name of the apply jobs (the snapshot finds running ones by it).
 APPLY_JOB = APPLY_JOB_NAME
@@ -114,6 +115,10 @@ class TickReport(BaseModel):
             covered=self.covered,
             converged=self.converged,
         )
+
+    def to_frame(self) -> Any:
+        """This tick as a one-row pandas DataFrame (the columns of :class:`TickSummary`)."""
+        return Records([self.summary()]).to_frame()
 
     def rows(self) -> list[list[str]]:
         """``[what, value]`` lines: the decisions, the progress, the state counts, then any notes."""

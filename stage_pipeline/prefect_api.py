@@ -59,7 +59,8 @@ def start_pipeline_run(
         "env": env or {},
         "store_block": store_block,
     }
-    run = run_deployment(PIPELINE_DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False)
+    # _sync=True: in a Jupyter kernel (an event loop in the main thread) Prefect would return a coroutine instead.
+    run = run_deployment(PIPELINE_DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False, _sync=True)  # type: ignore[call-arg]
     return cast(FlowRun, run)
 
 
@@ -100,7 +101,7 @@ def answer(run_id: str, decision: Decision, timeout_s: float = 60.0) -> None:
     if not wait_for_form(run_id, timeout_s):
         raise AdapterError(f"flow run {run_id} shows no form to answer within {timeout_s:.0f} s")
     try:
-        resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True))
+        resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True), _sync=True)  # type: ignore[call-arg]
     except RuntimeError as exc:  # Prefect's own refusal (the input does not match the form's schema)
         raise AdapterError(f"the server refused the answer to run {run_id}: {exc}") from exc
 

@@ -98,7 +98,7 @@ class Site:
     def load_block(self, cls: Any, name: str | None = None) -> Any:
         """``cls.load(name)`` against this site (imports Prefect)."""
         with self.prefect():
-            return cls.load(name or self.block)
+            return cls.load(name or self.block, _sync=True)  # a Jupyter kernel runs an event loop: stay sync
 
     # --- handles -----------------------------------------------------------------------------------------------
     @cached_property

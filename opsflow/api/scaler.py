@@ -263,7 +263,7 @@ class ScalerAPI:
             from prefect.exceptions import ObjectNotFound
 
             try:
-                flow_run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
+                flow_run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0, _sync=True)  # type: ignore[call-arg]
             except ObjectNotFound as exc:
                 raise NotFoundError(
                     f"no deployment {DEPLOYMENT} on {self.site.api_url}; apply them with `opsflow deploy`"

@@ -229,9 +229,7 @@ def test_project_start_creates_its_flow_run_on_the_site(at_b: dict[str, str], si
     assert site_a.project_runs("started") == []
 
 
-def test_the_python_api_reaches_the_site(
-    at_b: dict[str, str], site_b: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_python_api_reaches_the_site(at_b: dict[str, str], site_b: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     import opsflow
 
     for key in [k for k in os.environ if k.startswith(("PREFECT_", "OPSFLOW_"))]:

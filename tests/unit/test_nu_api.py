@@ -200,6 +200,7 @@ def test_a_dry_run_tick_shows_as_a_table(home: Path, tmp_path: Path, monkeypatch
     assert report.plan.reserve == ["nid001", "nid002"] and report.counts["IDLE"] == 0
     assert "would reserve" in report._repr_html_() and "| would reserve | nid001, nid002 |" in report._repr_markdown_()
     assert report.summary(tick=1).ready == 2
+    assert list(report.to_frame()["ready"]) == [2]
 
 
 def test_updates_and_simulate_render_as_tables(home: Path, tmp_path: Path) -> None:
