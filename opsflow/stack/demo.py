@@ -37,7 +37,7 @@ def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks
 
     root = local_root(cfg.home)
     code = codename_at(time.time())
-    bundle = Path(__file__).resolve().parents[1] / "examples" / "node_update" / "bundle"
+    bundle = Path(__file__).resolve().parents[2] / "examples" / "node_update" / "bundle"
     entry = catalog_io.publish(root, code, f"nid[001-{cfg.slurm_nodes:03d}]", bundle=bundle)
     echo(f"node update: published {code} for {len(entry.nodes)} nodes; res_limit from the `local` block")
     cli = SlurmCLI(conf=cfg.slurm_conf)
@@ -122,7 +122,7 @@ def video_tracking(cfg: StackConfig, echo: Callable[[str], None], timeout_s: flo
     from stage_pipeline.prefect_api import start_pipeline_run, wait_for_form
 
     store = load_block(PipelineStore, "local")
-    definition = Path(__file__).resolve().parents[1] / "examples" / "video_tracking" / "pipeline.yaml"
+    definition = Path(__file__).resolve().parents[2] / "examples" / "video_tracking" / "pipeline.yaml"
     pipeline = store.library().save(definition.read_text())
     projects = store.projects()
     name = f"traffic-{time.strftime('%Y%m%d-%H%M%S')}"
