@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-from opsflow.stack.base import Component, ComponentStatus, StackError
+from opsflow.errors import InputError
+from opsflow.stack.base import Component, ComponentStatus
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.process import kill_all, stack_processes
@@ -49,7 +50,7 @@ def resolve_only(only: Iterable[str] | None) -> list[str]:
             wanted.add(name)
         else:
             known = ", ".join([*REGISTRY, *ALIASES])
-            raise StackError(f"unknown component '{name}' (known: {known})")
+            raise InputError("--only", [(0, name, f"unknown component '{name}' (known: {known})")])
     for name in list(wanted):
         wanted.update(component_class(name).requires)
     return [n for n in REGISTRY if n in wanted]

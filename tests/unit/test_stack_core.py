@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from opsflow.errors import InputError
 from opsflow.files import append_line, atomic_write_text
-from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.manager import REGISTRY, resolve_only
 from opsflow.stack.process import port_owner, running_process, tail
@@ -38,7 +38,7 @@ def test_only_adds_requirements_and_keeps_start_order() -> None:
 
 
 def test_only_rejects_unknown_component_by_name() -> None:
-    with pytest.raises(StackError, match="unknown component 'slurmm'"):
+    with pytest.raises(InputError, match="unknown component 'slurmm'"):
         resolve_only(["slurmm"])
 
 
