@@ -12,14 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from opsflow.lazy import lazy_exports
 
 __all__ = ["Site", "connect"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from opsflow import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'opsflow' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "api"))

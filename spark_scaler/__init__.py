@@ -34,8 +34,9 @@ Example:
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from opsflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from spark_scaler.backends import BackendError, WorkerBackend
@@ -90,6 +91,7 @@ _WHERE = {
     "decide": "policy",
 }
 
+# Spelled out (not derived from _WHERE) so that linters see the TYPE_CHECKING imports above as the exports.
 __all__ = [
     "DEFAULT_QUERIES",
     "EXAMPLE_THESIS_YAML",
@@ -122,7 +124,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"spark_scaler.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spark_scaler' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)

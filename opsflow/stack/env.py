@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,25 +20,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from opsflow.adapters.spark import java_home
+from opsflow.adapters.spark import spark_home as adapter_spark_home
 from opsflow.files import atomic_write_text
 from opsflow.stack.config import StackConfig
 
 
-def java_home() -> str | None:
-    """JAVA_HOME of the JDK on PATH (Debian's default-jre), or the one already set."""
-    if os.environ.get("JAVA_HOME"):
-        return os.environ["JAVA_HOME"]
-    java = shutil.which("java")
-    if java is None:
-        return None
-    return str(Path(java).resolve().parent.parent)
-
-
 def spark_home() -> str:
-    """The Spark distribution shipped inside the pyspark package."""
-    import pyspark
-
-    return str(Path(pyspark.__file__).parent)
+    """The Spark distribution shipped inside the pyspark package: the stack runs its own, whatever SPARK_HOME says."""
+    return adapter_spark_home({})
 
 
 def api_auth_string(cfg: StackConfig) -> str:

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from opsflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from spark_scaler.backends.base import BackendError, WorkerBackend, live_worker, next_index
@@ -35,6 +36,7 @@ _WHERE = {
     "SwarmServiceBackend": "swarm",
 }
 
+# Spelled out (not derived from _WHERE) so that linters see the TYPE_CHECKING imports above as the exports.
 __all__ = [
     "BackendError",
     "DockerBackend",
@@ -46,8 +48,4 @@ __all__ = [
     "next_index",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"spark_scaler.backends.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spark_scaler.backends' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)
