@@ -12,7 +12,7 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 # The safety net against Prefect's "temporary server": before anything can import Prefect (which freezes its
 # settings at import), turn its ephemeral mode off unless the user chose a value (under either of its names,
@@ -26,7 +26,7 @@ os.environ.setdefault(
 import typer
 from rich.table import Table
 
-from opsflow.cli._utilities import FAILED, OpsflowGroup, console, exit_with_error
+from opsflow.cli._utilities import console, exit_with_error, group
 from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
@@ -34,29 +34,7 @@ from opsflow.cli.stack import app as stack_app
 from opsflow.home import default_home
 from opsflow.stack.config import StackConfig
 
-#: How Prefect says it needed an API and was not allowed to start a temporary server (get_client, Prefect 3).
-NO_API_MESSAGE = "No Prefect API URL provided"
-
-
-class _CliGroup(OpsflowGroup):
-    """The top group: also turns Prefect's refusal to start a temporary server into one line (exit 1)."""
-
-    def invoke(self, ctx: Any) -> Any:  # a click Context of the click that typer vendors (typer._click)
-        try:
-            return super().invoke(ctx)
-        except ValueError as exc:
-            if not str(exc).startswith(NO_API_MESSAGE):
-                raise
-            exit_with_error(
-                "this command needs a Prefect server and opsflow never starts a temporary one: "
-                "run `opsflow up` or set PREFECT_API_URL",
-                FAILED,
-            )
-
-
-app = typer.Typer(
-    help="Prefect flows for the operations of a GPU/HPC computing centre.", no_args_is_help=True, cls=_CliGroup
-)
+app = group("Prefect flows for the operations of a GPU/HPC computing centre.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(nu_app, name="nu")
 app.add_typer(scaler_app, name="scaler")

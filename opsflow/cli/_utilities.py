@@ -31,6 +31,9 @@ from opsflow.errors import InputError, NotFoundError, OpsflowError
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 err_console = Console(stderr=True, width=max(140, shutil.get_terminal_size().columns))
 
+#: How Prefect says it needed an API and was refused a temporary server (Prefect 3, with ephemeral mode off).
+NO_API_MESSAGE = "No Prefect API URL provided"
+
 #: Exit code of a failed operation, and of bad input or usage (click's own code for usage errors).
 FAILED, BAD_INPUT = 1, 2
 
@@ -72,6 +75,12 @@ class OpsflowGroup(TyperGroup):
         except Exception as exc:
             if unreachable(exc):
                 exit_with_error(describe(exc), FAILED)
+            if str(exc).startswith(NO_API_MESSAGE):  # a flow called with no API: the CLI never starts a server
+                exit_with_error(
+                    "this command needs a Prefect server and opsflow never starts a temporary one: "
+                    "run `opsflow up` or set PREFECT_API_URL",
+                    FAILED,
+                )
             raise
 
 
