@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import pytest
 
 from opsflow.adapters.spark import MasterState, SparkMaster
@@ -35,6 +36,29 @@ def wait_until(probe: Callable[[], T], timeout_s: float = 30.0, every_s: float =
         time.sleep(every_s)
         value = probe()
     return value
+
+
+def kill_and_wait(procs: list[psutil.Process], timeout_s: float = 30.0) -> None:
+    """SIGKILL ``procs`` and return once every one is gone (reaped, or a zombie nobody will run again).
+
+    SIGKILL is delivered asynchronously: a test that restarts a component right after ``kill()`` could find
+    the old process still alive and take it for the running one.
+    """
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+    def gone(proc: psutil.Process) -> bool:
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    psutil.wait_procs(procs, timeout=1)
+    dead = wait_until(lambda: all(gone(p) for p in procs), timeout_s=timeout_s, every_s=0.1)
+    assert dead, "still alive after SIGKILL"
 
 
 def start_or_unavailable(component: Component) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import httpx
 from opsflow.gpu import list_gpus
 from opsflow.stack.base import Component, StackError
 from opsflow.stack.env import prefect_client_settings
-from opsflow.stack.process import ProcessSpec
+from opsflow.stack.process import ProcessSpec, running_process
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +94,11 @@ def deploy_all(env: dict[str, str]) -> None:
 
 
 class WorkerComponent(Component):
-    """A ``prefect worker`` polling one pool; healthy once the server lists it as ONLINE."""
+    """A ``prefect worker`` polling one pool; healthy once the server has a heartbeat from this very process.
+
+    The server keeps listing a worker ONLINE for a while after it died, so ONLINE alone would call a just
+    restarted worker healthy before it registered (or when it failed to).
+    """
 
     pool = "cpu"
     requires = ("prefect",)
@@ -140,7 +145,27 @@ class WorkerComponent(Component):
             return False
         if r.status_code != 200:
             return False
-        return any(w.get("name") == self.worker_name and w.get("status") == "ONLINE" for w in r.json())
+        proc = running_process(self.cfg.home, f"worker-{self.pool}")
+        if proc is None:
+            return False
+        started = proc.create_time()
+        return any(
+            w.get("name") == self.worker_name
+            and w.get("status") == "ONLINE"
+            and _timestamp(w.get("last_heartbeat_time")) >= started - 1.0
+            for w in r.json()
+        )
+
+
+def _timestamp(iso: object) -> float:
+    """Seconds since the epoch of an ISO 8601 time from the API; 0 when absent or malformed."""
+    if not isinstance(iso, str):
+        return 0.0
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 class CpuWorkerComponent(WorkerComponent):

@@ -26,7 +26,7 @@ from stage_pipeline.prefect_api import answer, flow_run_state, start_pipeline_ru
 from stage_pipeline.steps import Decision
 from stage_pipeline.store import ProjectStore
 from tests.e2e.pipeline_support import define, new_project, status_is, wait_for
-from tests.support import wait_until
+from tests.support import kill_and_wait, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -203,12 +203,10 @@ def test_a_worker_killed_during_a_stage_leaves_it_failed_and_the_project_resumab
     # The node dies: the worker and every process it started (flow runs, the stage) at once.
     worker = running_process(stack.home, "worker-cpu")
     assert worker is not None
-    for proc in [*worker.children(recursive=True), worker]:
-        proc.kill()
-    for proc in _sleepers("1002"):  # its own session: only a node's death takes it too
-        proc.kill()
+    # The stage runs in its own session: only a node's death takes it too.
+    kill_and_wait([*worker.children(recursive=True), worker, *_sleepers("1002")])
     (cpu_worker,) = components(stack, ["worker-cpu"])
-    cpu_worker.start()
+    assert cpu_worker.start(), "the killed worker was taken for a running one"
     assert projects.get("crash1").stages["long"] == StageState.RUNNING  # nobody could close the attempt
     # Resume: the new run finds the attempt's heartbeat stale and records it LOST (the stage FAILED).
     _age_heartbeats(projects, "crash1")
