@@ -8,7 +8,7 @@ Example:
     >>> SlurmCluster(shared_dir="/tmp").partition
     'batch'
     >>> sorted(b.get_block_type_slug() for b in ALL_BLOCKS)[:2]
-    ['opsflow-docker-engine', 'opsflow-node-update-settings']
+    ['opsflow-docker-engine', 'opsflow-gitlab-project']
 """
 
 from typing import TypeVar, cast
@@ -16,13 +16,22 @@ from typing import TypeVar, cast
 from prefect.blocks.core import Block
 
 from blocks.docker import DockerEngine
+from blocks.gitlab import GitLabProject
 from blocks.node_update import NodeUpdateSettings
 from blocks.pipeline_store import PipelineStore
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
 
-ALL_BLOCKS = (SlurmCluster, SparkCluster, PrometheusServer, DockerEngine, NodeUpdateSettings, PipelineStore)
+ALL_BLOCKS = (
+    SlurmCluster,
+    SparkCluster,
+    PrometheusServer,
+    DockerEngine,
+    NodeUpdateSettings,
+    PipelineStore,
+    GitLabProject,
+)
 
 B = TypeVar("B", bound=Block)
 
@@ -36,6 +45,7 @@ def load_block(cls: type[B], name: str) -> B:
 __all__ = [
     "ALL_BLOCKS",
     "DockerEngine",
+    "GitLabProject",
     "NodeUpdateSettings",
     "PipelineStore",
     "PrometheusServer",

@@ -245,6 +245,19 @@ class MasterState(BaseModel):
         return [a for a in self.activeapps if a.state == "RUNNING"]
 
 
+    def app_named(self, name: str) -> AppInfo | None:
+        """The newest application called ``name`` (active ones first), or None.
+
+        >>> done = AppInfo(id="app-1", name="a", state="FINISHED")
+        >>> MasterState(status="ALIVE", completedapps=[done]).app_named("a").id
+        'app-1'
+        """
+        for app in [*self.activeapps, *reversed(self.completedapps)]:
+            if app.name == name:
+                return app
+        return None
+
+
 def parse_master_state(data: Mapping[str, Any]) -> MasterState:
     """Validate the decoded ``/json/`` page of a standalone master (pure)."""
     return MasterState.model_validate(dict(data))
@@ -264,6 +277,17 @@ class SparkMaster:
             return parse_master_state(resp.json())
         except (httpx.HTTPError, ValueError) as exc:
             raise SparkError(f"cannot read the Spark master at {self.ui_url}/json/: {exc}") from exc
+
+    def kill_app(self, app_id: str) -> None:
+        """Kill an application through the master's UI (``spark.ui.killEnabled``, on by default)."""
+        try:
+            resp = httpx.post(
+                f"{self.ui_url}/app/kill/", data={"id": app_id, "terminate": "true"}, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise SparkError(f"cannot ask the Spark master at {self.ui_url} to kill {app_id}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise SparkError(f"the Spark master refused to kill {app_id}: {resp.status_code}")
 
     def prometheus_text(self, path: str = "/metrics/master/prometheus/") -> str:
         """The master's Prometheus servlet page (needs the PrometheusServlet sink in metrics.properties)."""

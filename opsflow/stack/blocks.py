@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from blocks.docker import DockerEngine
+from blocks.gitlab import GitLabProject
 from blocks.node_update import NodeUpdateSettings
 from blocks.pipeline_store import PipelineStore
 from blocks.prometheus import PrometheusServer
 from blocks.slurm import SlurmCluster
 from blocks.spark import SparkCluster
 from node_update.config import local_root
+from opsflow.adapters.spark import JOB_JVM_FLAGS
 from opsflow.stack.config import StackConfig
 
 LOCAL = "local"
@@ -33,3 +35,37 @@ def save_local_blocks(cfg: StackConfig) -> None:
     (cfg.home / "shared").mkdir(parents=True, exist_ok=True)
     for block in local_blocks(cfg):
         block.save(LOCAL, overwrite=True)
+
+
+def example_gitlab_project(cfg: StackConfig) -> GitLabProject:
+    """The ``loans`` project (examples/spark_training) on the stand-in GitLab, trained on the stack's Spark.
+
+    Small memory and no driver UI: two 1-core workers of 1 GB on a 2-core machine (the thesis's 4g/8g would
+    never be granted). The driver binds to loopback, as the workers do.
+    """
+    from opsflow.stack.ci import EXAMPLE_PROJECT, local_repo, local_secrets
+
+    keys = local_secrets(cfg)
+    return GitLabProject(
+        gitlab_url=cfg.gitlab_url,
+        project=EXAMPLE_PROJECT,
+        api_token=keys["api_token"],
+        webhook_secret=keys["webhook_secret"],
+        repository_url=str(local_repo(cfg)),
+        branches=["main", "feature/*"],
+        test_command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        entry_point="train.py",
+        arguments=["--rows", "2000"],
+        driver_memory="512m",
+        executor_memory="512m",
+        cores_max=2,
+        spark_conf={
+            "spark.ui.enabled": "false",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.driver.extraJavaOptions": JOB_JVM_FLAGS,
+            "spark.executor.extraJavaOptions": JOB_JVM_FLAGS,
+            "spark.pyspark.python": str(cfg.pyspark_python),
+        },
+        workdir=str(cfg.home / "ci" / "checkouts"),
+    )

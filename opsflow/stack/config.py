@@ -37,6 +37,8 @@ class StackConfig(BaseModel):
     prometheus_port: int = Field(9090, description="Prometheus web/API")
     metrics_port: int = Field(9464, description="opsflow's own Prometheus metrics endpoint")
     process_exporter_port: int = Field(9256, description="prometheus-process-exporter")
+    webhook_port: int = Field(8765, description="GitLab webhook receiver of CI training")
+    gitlab_port: int = Field(8929, description="The stand-in GitLab API (commit statuses) of the local stack")
 
     def shifted(self, offset: int) -> StackConfig:
         """The same stack with every port moved by ``offset`` (to run two stacks side by side)."""
@@ -96,6 +98,15 @@ class StackConfig(BaseModel):
     @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """What to paste into GitLab's webhook settings (Settings → Webhooks → URL)."""
+        return f"http://127.0.0.1:{self.webhook_port}/hooks/gitlab"
+
+    @property
+    def gitlab_url(self) -> str:
+        return f"http://127.0.0.1:{self.gitlab_port}"
 
     @property
     def docker_socket(self) -> Path:

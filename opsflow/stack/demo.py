@@ -12,6 +12,7 @@ from typing import cast
 
 from prefect.client.schemas.objects import FlowRun
 
+from opsflow.stack.ci_demo import ci_training
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import prefect_client_settings
 
@@ -159,4 +160,5 @@ def run_demo(cfg: StackConfig, timeout_s: float = 600, echo: Callable[[str], Non
         all_ok &= node_update_rollout(cfg, echo)
         all_ok &= spark_autoscale(cfg, echo)
         all_ok &= video_tracking(cfg, echo)
+        all_ok &= ci_training(cfg, echo)
     return all_ok

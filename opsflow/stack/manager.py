@@ -25,6 +25,8 @@ REGISTRY: dict[str, str] = {
     "podman": "opsflow.stack.podman:PodmanComponent",
     "worker-cpu": "opsflow.stack.prefect:CpuWorkerComponent",
     "worker-gpu": "opsflow.stack.prefect:GpuWorkerComponent",
+    "gitlab": "opsflow.stack.ci:GitLabStandInComponent",
+    "webhook": "opsflow.stack.ci:WebhookComponent",
 }
 ALIASES = {"workers": ("worker-cpu", "worker-gpu")}
 

@@ -39,6 +39,11 @@ PURE_CORES = (
     "stage_pipeline.models",
     "stage_pipeline.logscan",
     "stage_pipeline.steps",
+    "ci_training.models",
+    "ci_training.rules",
+    "ci_training.submit",
+    "ci_training.junit",
+    "ci_training.overrides",
 )
 IMPURE = ("prefect", "httpx", "docker", "subprocess", "psutil", "socket", "requests", "pynvml", "opsflow.adapters")
 

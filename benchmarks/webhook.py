@@ -1,0 +1,194 @@
+"""The GitLab webhook receiver under load, next to a bare Starlette endpoint; then one push end to end.
+
+Run: `.venv/bin/python benchmarks/webhook.py` (``--deliveries N --concurrency C`` change the 500 and 50).
+
+Where: a fresh stack in a temporary ``OPSFLOW_HOME`` with every port shifted by 31000, only what the receiver
+needs (`prefect`, `gitlab`, `webhook`, the cpu worker; Spark for the end-to-end part).
+
+1. **Load.** ``N`` deliveries of distinct pushes (each its own Idempotency-Key), ``C`` at a time, to the
+   receiver; the same to a bare Starlette app on uvicorn that only answers 200 (the floor of any ASGI endpoint
+   here), in the same run. The ``cpu`` work pool is paused meanwhile so that the runs are created but none
+   is executed; they are deleted afterwards. Then every delivery is sent a second time. Printed: p50 / p99
+   latency of both and the ratios; every delivery accounted for — exactly one flow run per Idempotency-Key,
+   the second sending answered "duplicate" for all.
+2. **One push end to end** (the example project, real tests and training): push → the ``pending`` status on
+   the stand-in GitLab, push → the run Running, push → the training's ``running`` status, next to the stack's
+   own flow-run start time (run created → Running) of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opsflow.stack.config import StackConfig  # noqa: E402
+
+PORT_OFFSET = 31000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def blast(url: str, bodies: list[tuple[dict[str, Any], dict[str, str]]], concurrency: int) -> list[Any]:
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one(payload: dict[str, Any], headers: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
+            async with sem:
+                started = time.perf_counter()
+                r = await client.post(url, json=payload, headers=headers)
+                elapsed = time.perf_counter() - started
+                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+                return elapsed, r.status_code, body
+
+        return await asyncio.gather(*(one(p, h) for p, h in bodies))
+
+
+def bare_server(port: int) -> Any:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def ok(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"result": "ok"})
+
+    server = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=[Route("/", ok, methods=["POST"])]), port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server
+
+
+def summary(label: str, results: list[Any]) -> tuple[float, float]:
+    times = [t for t, _, _ in results]
+    p50, p99 = statistics.median(times), percentile(times, 0.99)
+    print(f"  {label:<28} p50 {p50 * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms")
+    return p50, p99
+
+
+def load_part(cfg: StackConfig, deliveries: int, concurrency: int) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from opsflow.stack.ci import EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, local_secrets
+    from opsflow.stack.gitlab_push import headers, push_payload
+
+    secret = local_secrets(cfg)["webhook_secret"]
+    bodies = []
+    for i in range(deliveries):
+        sha = f"{i:040x}"
+        payload = push_payload(
+            EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, f"refs/heads/feature/bench-{i}", "0" * 40, sha, [(sha, "b")], "/r"
+        )
+        bodies.append((payload, headers(secret, key=f"bench-{i}")))
+    bare = bare_server(cfg.webhook_port + 1)
+    with get_client(sync_client=True) as client:
+        client.update_work_pool("cpu", WorkPoolUpdate(is_paused=True))
+        try:
+            baseline = asyncio.run(blast(f"http://127.0.0.1:{cfg.webhook_port + 1}/", bodies, concurrency))
+            first = asyncio.run(blast(cfg.webhook_url, bodies, concurrency))
+            second = asyncio.run(blast(cfg.webhook_url, bodies, concurrency))
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=2000)
+        finally:
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=2000
+            ):
+                client.delete_flow_run(run.id)
+            client.update_work_pool("cpu", WorkPoolUpdate(is_paused=False))
+    bare.should_exit = True
+    print(f"load: {deliveries} deliveries, {concurrency} at a time, on loopback")
+    b50, b99 = summary("bare Starlette (200 only)", baseline)
+    r50, r99 = summary("receiver, first sending", first)
+    _, d99 = summary("receiver, sent again", second)
+    print(f"  ratio receiver / bare: p50 {r50 / b50:.1f}x, p99 {r99 / b99:.1f}x; again: p99 {d99 / b99:.1f}x")
+    accepted = sum(1 for _, code, body in first if code == 202 and body.get("result") == "accepted")
+    duplicate = sum(1 for _, code, body in second if code == 200 and body.get("result") == "duplicate")
+    keys = [r.idempotency_key for r in runs]
+    exact = accepted == duplicate == len(keys) == len(set(keys)) == deliveries
+    print(
+        f"  accounted for: {accepted}/{deliveries} accepted, {duplicate}/{deliveries} duplicate on the second "
+        f"sending, {len(set(keys))} distinct runs for {len(keys)} runs "
+        f"({'none lost, none twice' if exact else 'MISMATCH'})"
+    )
+    print(f"  goal p99 < 1 s at {concurrency} concurrent: {'met' if r99 < 1.0 else 'NOT met'} ({r99:.3f} s)")
+
+
+def push_part(cfg: StackConfig) -> None:
+    from prefect.client.orchestration import get_client
+
+    from opsflow.stack.ci_demo import push, wait_for_run
+
+    calls_before = len(httpx.get(f"{cfg.gitlab_url}/_standin/calls").json())
+    started = time.time()
+    _, answer = push(cfg, "Benchmark push")
+    run_id = answer.json()["flow_run_id"]
+    pending_at = train_at = None
+    while time.time() - started < 600 and train_at is None:
+        for call in httpx.get(f"{cfg.gitlab_url}/_standin/calls").json()[calls_before:]:
+            at = datetime.fromisoformat(str(call["time"]).replace("Z", "+00:00")).timestamp()
+            if call.get("state") == "pending" and pending_at is None:
+                pending_at = at
+            if call.get("state") == "running" and call.get("name") == "opsflow/train":
+                train_at = at
+        time.sleep(0.2)
+    run = wait_for_run(run_id)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run.id)
+    created = run.created.timestamp() if run.created else float("nan")
+    began = run.start_time.timestamp() if run.start_time else float("nan")
+    print("one push end to end (example project: real tests, real training on the stack's Spark)")
+    print(f"  push → pending status      {(pending_at or float('nan')) - started:6.2f} s")
+    print(
+        f"  push → run Running         {began - started:6.2f} s   (the stack's flow-run start: {began - created:.2f} s)"
+    )
+    print(f"  push → training starts     {(train_at or float('nan')) - started:6.2f} s")
+    print(f"  run ended {run.state.type.value if run.state else '?'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--no-push", action="store_true", help="only the load part")
+    args = parser.parse_args()
+    from opsflow.stack.env import prefect_client_settings
+    from opsflow.stack.manager import down, up
+
+    home = Path(tempfile.mkdtemp(prefix="opsflow-bench-webhook-"))
+    cfg = StackConfig(home=home).shifted(PORT_OFFSET)
+    only = ["prefect", "gitlab", "webhook", "worker-cpu"] + ([] if args.no_push else ["spark"])
+    try:
+        up(cfg, only=only)
+        with prefect_client_settings(cfg):
+            load_part(cfg, args.deliveries, args.concurrency)
+            if not args.no_push:
+                push_part(cfg)
+    finally:
+        down(cfg)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
