@@ -87,10 +87,23 @@ def summary(label: str, results: list[Any]) -> tuple[float, float]:
     return p50, p99
 
 
+def all_ci_runs(client: Any) -> list[Any]:
+    """Every flow run tagged ``ci`` (the API serves at most 200 per page)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    found: list[Any] = []
+    while True:
+        page = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=200, offset=len(found)
+        )
+        found += page
+        if len(page) < 200:
+            return found
+
+
 def load_part(cfg: StackConfig, deliveries: int, concurrency: int) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     from opsflow.stack.ci import EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, local_secrets
     from opsflow.stack.gitlab_push import headers, push_payload
@@ -110,11 +123,9 @@ def load_part(cfg: StackConfig, deliveries: int, concurrency: int) -> None:
             baseline = asyncio.run(blast(f"http://127.0.0.1:{cfg.webhook_port + 1}/", bodies, concurrency))
             first = asyncio.run(blast(cfg.webhook_url, bodies, concurrency))
             second = asyncio.run(blast(cfg.webhook_url, bodies, concurrency))
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=2000)
+            runs = all_ci_runs(client)
         finally:
-            for run in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=2000
-            ):
+            for run in all_ci_runs(client):
                 client.delete_flow_run(run.id)
             client.update_work_pool("cpu", WorkPoolUpdate(is_paused=False))
     bare.should_exit = True

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from opsflow.errors import AdapterError, NotFoundError
 
 if TYPE_CHECKING:
+    from opsflow.api.ci import CiAPI
     from opsflow.api.node_update import NodeUpdateAPI
     from opsflow.api.pipelines import PipelinesAPI
     from opsflow.api.scaler import ScalerAPI
@@ -114,6 +115,13 @@ class Site:
         from opsflow.api.pipelines import PipelinesAPI
 
         return PipelinesAPI(self)
+
+    @cached_property
+    def ci(self) -> CiAPI:
+        """CI-triggered training: the GitLabProject Blocks, the ci-training runs, commit statuses."""
+        from opsflow.api.ci import CiAPI
+
+        return CiAPI(self)
 
     def scaler(self, config: str | Path) -> ScalerAPI:
         """The Spark auto-scaler of one configuration file: preview, tick, status, run."""

@@ -27,6 +27,7 @@ import typer
 from rich.table import Table
 
 from opsflow.cli._utilities import console, exit_with_error, group
+from opsflow.cli.ci import app as ci_app
 from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
@@ -40,6 +41,7 @@ app.add_typer(nu_app, name="nu")
 app.add_typer(scaler_app, name="scaler")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(project_app, name="project")
+app.add_typer(ci_app, name="ci")
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")

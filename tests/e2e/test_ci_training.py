@@ -128,7 +128,7 @@ def _assert_no_secret_leaked(stack: StackConfig, run_id: str) -> None:
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=2000)
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
         run = client.read_flow_run(run_id)  # type: ignore[arg-type]
         artifacts = client.read_artifacts(limit=200)
     text = "\n".join(log.message for log in logs) + json.dumps(run.parameters)
