@@ -90,7 +90,12 @@ def standin(tmp_path: Path) -> Iterator[Standin]:
 
 def test_project_lookup_by_path_and_by_id(standin: Standin) -> None:
     by_path = standin.adapter("ml/loans").project_info()
-    assert by_path == {"id": 7, "path_with_namespace": "ml/loans", "web_url": "http://127.0.0.1/ml/loans"}
+    assert by_path == {
+        "id": 7,
+        "path_with_namespace": "ml/loans",
+        "web_url": "http://127.0.0.1/ml/loans",
+        "http_url_to_repo": "http://127.0.0.1/ml/loans.git",  # the clone URL the flow falls back to
+    }
     assert standin.adapter(7).project_info() == by_path
     # The path travels URL-encoded, as GitLab requires.
     assert [c["path"] for c in standin.calls()] == ["/api/v4/projects/ml%2Floans", "/api/v4/projects/7"]
