@@ -35,6 +35,10 @@ AUTHOR = {
 }
 
 
+#: The web address the payloads name (GitLab's own pages; nothing here serves them).
+GITLAB_WEB = "https://gitlab.invalid"
+
+
 def push_payload(
     project: str,
     project_id: int,
@@ -48,7 +52,10 @@ def push_payload(
 ) -> dict[str, Any]:
     """A ``Push Hook`` body: ``commits`` are (sha, message), oldest first; ``after`` of zeros deletes the ref."""
     deleted = after == ZERO_SHA
-    name = project.rsplit("/", 1)[-1]
+    namespace, _, name = project.rpartition("/")
+    web_url = f"{GITLAB_WEB}/{project}"
+    ssh_url = f"git@{GITLAB_WEB.removeprefix('https://')}:{project}.git"
+    author = {"name": AUTHOR["GIT_AUTHOR_NAME"], "email": AUTHOR["GIT_AUTHOR_EMAIL"]}
     return {
         "object_kind": "push",
         "event_name": "push",
@@ -59,26 +66,37 @@ def push_payload(
         "checkout_sha": None if deleted else after,
         "message": None,
         "user_id": 4,
-        "user_name": "Ada Operator",
+        "user_name": author["name"],
         "user_username": "ada",
         "user_email": "",
+        "user_avatar": f"{GITLAB_WEB}/uploads/-/system/user/avatar/4/avatar.png",
         "project_id": project_id,
         "project": {
             "id": project_id,
             "name": name,
+            "description": "",
+            "web_url": web_url,
+            "avatar_url": None,
+            "git_ssh_url": ssh_url,
+            "git_http_url": git_http_url,
+            "namespace": namespace,
+            "visibility_level": 0,
             "path_with_namespace": project,
             "default_branch": "main",
-            "git_http_url": git_http_url,
-            "web_url": f"https://gitlab.invalid/{project}",
+            "ci_config_path": None,
+            "homepage": web_url,
+            "url": ssh_url,
+            "ssh_url": ssh_url,
+            "http_url": git_http_url,
         },
         "commits": [
             {
                 "id": sha,
                 "message": message,
-                "title": message.splitlines()[0] if message else "",
+                "title": message.split("\n", 1)[0],
                 "timestamp": "2026-12-01T12:00:00+00:00",
-                "url": f"https://gitlab.invalid/{project}/-/commit/{sha}",
-                "author": {"name": "Ada Operator", "email": "ada@example.invalid"},
+                "url": f"{web_url}/-/commit/{sha}",
+                "author": author,
                 "added": [],
                 "modified": [],
                 "removed": [],
@@ -87,7 +105,15 @@ def push_payload(
         ],
         "total_commits_count": 0 if deleted else len(commits),
         "push_options": dict(push_options or {}),
-        "repository": {"name": name, "url": git_http_url, "homepage": f"https://gitlab.invalid/{project}"},
+        "repository": {
+            "name": name,
+            "url": ssh_url,
+            "description": "",
+            "homepage": web_url,
+            "git_http_url": git_http_url,
+            "git_ssh_url": ssh_url,
+            "visibility_level": 0,
+        },
     }
 
 
