@@ -24,27 +24,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 from pydantic import ValidationError
 
 from ci_training.models import OVERRIDES_FILE, CiProject, RepoOverrides
 from ci_training.submit import entry_point_problem
 from opsflow.errors import InputError
-from opsflow.yaml_lines import line_of, load_mapping
+from opsflow.yaml_lines import line_of, load_mapping, validation_problems
 
 _KEYS = ", ".join(sorted(RepoOverrides.model_fields))
-
-
-def _message(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return f"unknown key (the file may set {_KEYS})"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
-    if err["type"] != "missing" and (value is None or isinstance(value, str | int | float | bool)):
-        msg += f" (got {value!r})"
-    return msg
 
 
 def _is_empty(text: str) -> bool:
@@ -75,11 +63,7 @@ def load_overrides(text: str, source: str = OVERRIDES_FILE) -> RepoOverrides:
     try:
         overrides = RepoOverrides.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            (line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
-            for err in exc.errors()
-        ]
-        raise InputError(source, sorted(problems, key=lambda p: p[0])) from None
+        raise InputError(source, validation_problems(node, exc, f"unknown key (the file may set {_KEYS})")) from None
     if overrides.entry_point is not None:
         problem = entry_point_problem(overrides.entry_point)
         if problem:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from opsflow.errors import InputError
 
@@ -93,3 +94,33 @@ def line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
         else:
             return line
     return line
+
+
+def validation_problems(root: yaml.Node, exc: ValidationError, unknown_key: str) -> list[tuple[int, str, str]]:
+    """A pydantic error of a model validated from the YAML of ``root`` as ``(line, field, message)``, by line.
+
+    An unknown key gets ``unknown_key`` as its message; any other error pydantic's message, with the value
+    given when it is a scalar (``(got 0)``).
+
+    >>> from pydantic import BaseModel, ConfigDict, Field
+    >>> class General(BaseModel):
+    ...     model_config = ConfigDict(extra="forbid")
+    ...     interval: int = Field(gt=0)
+    >>> root = yaml.compose("interval: 0\\ncolour: red\\n")
+    >>> try:
+    ...     General.model_validate(yaml.safe_load("interval: 0\\ncolour: red\\n"))
+    ... except ValidationError as exc:
+    ...     validation_problems(root, exc, "unknown key")
+    [(1, 'interval', 'Input should be greater than 0 (got 0)'), (2, 'colour', 'unknown key')]
+    """
+    problems = []
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            msg = unknown_key
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            value = err.get("input")
+            if err["type"] != "missing" and (value is None or isinstance(value, str | int | float | bool)):
+                msg += f" (got {value!r})"
+        problems.append((line_of(root, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", msg))
+    return sorted(problems, key=lambda p: p[0])

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from opsflow.errors import InputError
-from opsflow.yaml_lines import line_of, load_mapping
+from opsflow.yaml_lines import load_mapping, validation_problems
 
 #: Listing 6.6 of the seed (the thesis's configuration for scaling a Docker service), verbatim in content.
 EXAMPLE_THESIS_YAML = """\
@@ -292,16 +292,6 @@ def bind_endpoints(cfg: ScalerConfig, endpoints: Endpoints) -> ScalerConfig:
 # --- YAML with line numbers -------------------------------------------------------------------------------------
 
 
-def _message(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (a typo? see the README for the keys of this section)"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
-    if err["type"] != "missing" and (value is None or isinstance(value, str | int | float | bool)):
-        msg += f" (got {value!r})"
-    return msg
-
-
 def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
     """Parse and validate a configuration given as YAML text; errors name ``source``, the line and the key.
 
@@ -316,11 +306,8 @@ def load_config_text(text: str, source: str = "<config>") -> ScalerConfig:
     try:
         return ScalerConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            (line_of(node, tuple(err["loc"])), ".".join(str(p) for p in err["loc"]) or "(file)", _message(err))
-            for err in exc.errors()
-        ]
-        raise InputError(source, sorted(problems, key=lambda p: p[0])) from None
+        unknown = "unknown key (a typo? see the README for the keys of this section)"
+        raise InputError(source, validation_problems(node, exc, unknown)) from None
 
 
 def load_config(path: str | Path) -> ScalerConfig:
