@@ -43,4 +43,4 @@ class GitLabProject(Block, CiProject):
 
     def get_client(self) -> GitLabStatuses:
         """The commit-status adapter of this project's GitLab (python-gitlab)."""
-        return GitLabStatuses(self.gitlab_url, self.api_token.get_secret_value(), self.project)
+        return GitLabStatuses.of(self.settings())

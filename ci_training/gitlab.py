@@ -38,7 +38,7 @@ import gitlab.exceptions
 import requests
 from gitlab.v4.objects import Project
 
-from ci_training.models import CommitState
+from ci_training.models import CiProject, CommitState
 from opsflow.errors import AdapterError
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ class GitLabStatuses:
         self._gl = gitlab.Gitlab(self.url, private_token=token, timeout=timeout_s, retry_transient_errors=False)
         self._project: Project | None = None
         self._info: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, project: CiProject) -> GitLabStatuses:
+        """The adapter of a project's GitLab, with its API token."""
+        return cls(project.gitlab_url, project.api_token.get_secret_value(), project.project)
 
     def __repr__(self) -> str:  # never the token
         return f"GitLabStatuses(url={self.url!r}, project={self.project!r})"

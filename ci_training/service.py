@@ -32,8 +32,7 @@ def post_pending(known: KnownProject, push: PushEvent, run: LaunchedRun) -> None
     """``pending`` on both stages with the run's URL (best effort: the flow posts them too)."""
     from ci_training.gitlab import GitLabStatuses
 
-    settings = known.settings
-    gitlab = GitLabStatuses(settings.gitlab_url, settings.api_token.get_secret_value(), settings.project)
+    gitlab = GitLabStatuses.of(known.settings)
     sha = push.checkout_sha or push.after
     for name in (TEST_STATUS, TRAIN_STATUS):
         try:

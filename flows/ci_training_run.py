@@ -78,13 +78,13 @@ def supersede(settings: CiProject, ref: str, this_run: str, spark: SparkCluster)
     """Cancel the older live runs of this project and ref: their run, their Spark app, their open statuses."""
     logger = get_run_logger()
     cancelled = []
+    gitlab = GitLabStatuses.of(settings)
     for old in superseded_runs(ref_tag(settings.project, ref), this_run):
         app = _app_of(spark, str(old.id))
         if app is not None:
             spark.get_client().kill_app(app)
         final = cancel_flow_run(old.id, f"superseded by a newer push on {ref} (run {this_run})")
         sha = str(old.parameters.get("checkout_sha", ""))
-        gitlab = GitLabStatuses(settings.gitlab_url, settings.api_token.get_secret_value(), settings.project)
         for status in gitlab.statuses(sha) if sha else []:
             if status.get("name") in (TEST_STATUS, TRAIN_STATUS) and status.get("status") in ("pending", "running"):
                 gitlab.post(
@@ -266,7 +266,7 @@ def _test_and_train(
 
 def _clone_url(settings: CiProject) -> str:
     """The clone URL GitLab gives for the project (when the Block sets no repository_url)."""
-    info = GitLabStatuses(settings.gitlab_url, settings.api_token.get_secret_value(), settings.project).project_info()
+    info = GitLabStatuses.of(settings).project_info()
     url = info.get("http_url_to_repo") or info.get("git_http_url")
     if not url:
         raise InputError("GitLabProject", [(0, "repository_url", "GitLab gave no clone URL: set repository_url")])
