@@ -8,42 +8,47 @@ What it does with a ``POST /hooks/gitlab`` (the URL to paste into GitLab's webho
    token is never logged;
 4. :func:`ci_training.rules.triage`: anything but a push to a filtered branch → 200 with the reason. GitLab
    disables a hook after four failed deliveries in a row, so "ignored" is never an error;
-5. an accepted push → one flow run of ``ci-training/<pool>`` created with the delivery's idempotency key
-   (``Idempotency-Key``, else ``X-Gitlab-Event-UUID``, else a hash of the push). Prefect's database keeps the
-   key unique per flow, so a delivery sent again, hours later or after restarts of this receiver and of the
-   Prefect server, finds the first run: 200 "duplicate". A new run → 202 with its id and URL;
-6. after the answer (no GitLab, git, test or Spark work inside the request): the Prefect event
+5. an accepted push is written to the :class:`~ci_training.journal.DeliveryJournal` (on disk) before it is
+   answered, then its one flow run of ``ci-training/<pool>`` is created with the delivery's idempotency key
+   (``Idempotency-Key``, else ``X-Gitlab-Event-UUID``, else a hash of the push). A run created within
+   ``answer_within_s`` → 202 with its id and URL; otherwise 202 "queued" and the run is created in the
+   background (retried until Prefect takes it, and after a restart of the receiver). The same delivery again,
+   hours later or after restarts of this receiver and of the Prefect server → 200 "duplicate" with the first
+   run: the journal knows the key, and Prefect's database keeps it unique per flow as a backstop;
+6. once the run exists (no GitLab, git, test or Spark work inside the request): the Prefect event
    ``opsflow.gitlab.push`` and the ``pending`` commit statuses that link to the run.
 
 The receiver starts the run itself rather than through a deployment trigger on the event: Prefect's event
 dedup lives in an in-memory cache of five minutes, and a trigger's run gets a fresh idempotency key per firing,
 so only a key set by the receiver makes "one run per delivery" hold across hours and restarts.
 
-The I/O is injected (:class:`ProjectDirectory`, :class:`RunLauncher`, a ``pending`` callback), so the app is the
-same against the local stack and a site; :mod:`ci_training.prefect_api` gives the Prefect implementations.
+The I/O is injected (:class:`ProjectDirectory`, :class:`RunLauncher`, the journal, a ``pending`` callback), so
+the app is the same against the local stack and a site; :mod:`ci_training.prefect_api` gives the Prefect
+implementations and :mod:`ci_training.service` wires them.
 
 Example:
-    >>> app = build_app(StaticDirectory({}), launcher=None)  # doctest: +SKIP
     >>> constant_time_equal("s3cret", "s3cret"), constant_time_equal("s3cret", "guess")
     (True, False)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.background import BackgroundTasks
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ci_training.journal import DeliveryJournal, JournalEntry
 from ci_training.models import CiProject, PushEvent
 from ci_training.rules import delivery_key, flow_run_name, ref_tag, run_parameters, triage
 from opsflow.errors import InputError, OpsflowError
@@ -53,6 +58,8 @@ log = logging.getLogger("opsflow.ci.receiver")
 #: The hook payloads of pushes are small (GitLab sends at most 20 commits); anything far bigger is not GitLab's.
 MAX_BODY = 1 << 20
 EVENT_PUSH = "opsflow.gitlab.push"
+#: How long a request waits for its run before answering "queued" (GitLab's own limit is 10 s).
+ANSWER_WITHIN_S = 0.5
 
 
 def constant_time_equal(given: str, expected: str) -> bool:
@@ -90,8 +97,8 @@ class RunLauncher(Protocol):
         """Send a Prefect event (its id derived from ``key``, so a duplicate delivery repeats the same id)."""
 
 
-#: Called after the answer with the project, the push and the new run: posts the ``pending`` statuses.
-PendingCallback = Callable[[KnownProject, PushEvent, LaunchedRun], Awaitable[None]]
+#: Called once a delivery's new run exists, with its project, its journal entry and the run: posts ``pending``.
+PendingCallback = Callable[[KnownProject, JournalEntry, LaunchedRun], Awaitable[None]]
 
 
 class StaticDirectory:
@@ -121,14 +128,91 @@ def fallback_key(payload: Mapping[str, Any]) -> str:
     return "push-" + hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
 
 
+class RunStarter:
+    """Creates the run of each journaled delivery once: at most ``concurrency`` creations at a time (SQLite has
+    one writer), each retried after ``retry_delays_s`` until Prefect takes it; then the event and ``pending``.
+    """
+
+    def __init__(
+        self,
+        journal: DeliveryJournal,
+        directory: ProjectDirectory,
+        launcher: RunLauncher,
+        *,
+        pending: PendingCallback | None = None,
+        concurrency: int = 4,
+        retry_delays_s: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 30.0),
+    ) -> None:
+        self.journal, self.directory, self.launcher, self.pending = journal, directory, launcher, pending
+        self.retry_delays_s = tuple(retry_delays_s)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[LaunchedRun]] = {}
+        self._after: set[asyncio.Task[None]] = set()
+
+    def start(self, entry: JournalEntry) -> asyncio.Task[LaunchedRun]:
+        """The (one) task creating ``entry``'s run."""
+        if entry.key not in self._tasks:
+            task = asyncio.get_running_loop().create_task(self._create(entry))
+            # Done, its run is in the journal (which answers from then on): no task kept per delivery.
+            task.add_done_callback(lambda _: self._tasks.pop(entry.key, None))
+            self._tasks[entry.key] = task
+        return self._tasks[entry.key]
+
+    def resume(self) -> int:
+        """Start the deliveries a previous receiver accepted but did not get a run for."""
+        waiting = self.journal.waiting()
+        for entry in waiting:
+            self.start(entry)
+        return len(waiting)
+
+    async def _create(self, entry: JournalEntry) -> LaunchedRun:
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    launched = await self.launcher.launch(
+                        entry.deployment, entry.parameters, entry.key, entry.tags, entry.name
+                    )
+                break
+            except OpsflowError as exc:
+                delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
+                log.warning("run of %s not created yet (%s); again in %.0f s", entry.key, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+        self.journal.started(entry.key, launched.flow_run_id, launched.url)
+        log.info("delivery %s: run %s (%s)", entry.key, launched.flow_run_id, "new" if launched.created else "existed")
+        if launched.created:
+            after = asyncio.get_running_loop().create_task(self._announce(entry, launched))
+            self._after.add(after)
+            after.add_done_callback(self._after.discard)
+        return launched
+
+    async def _announce(self, entry: JournalEntry, launched: LaunchedRun) -> None:
+        """The push event and the ``pending`` statuses: best effort (the flow posts its statuses itself)."""
+        try:
+            await self.launcher.emit(EVENT_PUSH, entry.event_resource, entry.event_payload, entry.key)
+            known = await self.directory.find(None, entry.project)
+            if self.pending is not None and known is not None:
+                await self.pending(known, entry, launched)
+        except Exception as exc:  # nothing here may take the receiver down
+            log.warning("event or pending status of %s not sent: %s", entry.key, exc)
+
+
 def build_app(
     directory: ProjectDirectory,
     launcher: RunLauncher,
+    journal: DeliveryJournal,
     *,
     pending: PendingCallback | None = None,
     max_body: int = MAX_BODY,
+    answer_within_s: float = ANSWER_WITHIN_S,
+    retry_delays_s: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 30.0),
 ) -> Starlette:
     """The receiver app: ``POST /hooks/gitlab`` and ``GET /healthz``."""
+    starter = RunStarter(journal, directory, launcher, pending=pending, retry_delays_s=retry_delays_s)
+
+    def accepted(entry: JournalEntry, status: int, result: str, reason: str) -> JSONResponse:
+        return _reply(status, result, reason, idempotency_key=entry.key, flow_run_id=entry.flow_run_id, url=entry.url)
 
     async def hook(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
@@ -168,51 +252,56 @@ def build_app(
         key = delivery_key(request.headers) or fallback_key(payload)
         # One key space per project Block: two projects may share a GitLab instance's delivery ids.
         run_key = f"gitlab:{known.block}:{key}"
+        seen = journal.get(run_key)
+        if seen is not None:
+            return accepted(seen, 200, "duplicate", "this delivery already started a run")
+        entry = _entry(known, push, key, run_key)
         try:
-            launched = await launcher.launch(
-                f"ci-training/{known.settings.pool}",
-                run_parameters(known.block, push, key),
-                run_key,
-                ["opsflow", "ci", ref_tag(known.settings.project, push.ref)],
-                flow_run_name(push),
-            )
-        except OpsflowError as exc:
-            # 5xx: GitLab retries the delivery later, with the same Idempotency-Key.
-            log.error("delivery for %s not started: %s", known.block, exc)
-            return _reply(503, "retry", f"could not start the run: {exc}")
-        if not launched.created:
-            return _reply(
-                200,
-                "duplicate",
-                "this delivery already started a run",
-                flow_run_id=launched.flow_run_id,
-                url=launched.url,
-            )
-        tasks = BackgroundTasks()
-        tasks.add_task(
-            launcher.emit,
-            EVENT_PUSH,
-            {"prefect.resource.id": f"gitlab.project.{known.settings.project}", "gitlab.ref": push.ref},
-            {
-                "ref": push.ref,
-                "checkout_sha": push.checkout_sha,
-                "before": push.before,
-                "block": known.block,
-                "flow_run_id": launched.flow_run_id,
-                "user": push.user_username or "",
-            },
-            run_key,
-        )
-        if pending is not None:
-            tasks.add_task(pending, known, push, launched)
-        log.info("delivery for %s %s@%s: run %s", known.block, push.ref, push.after[:8], launched.flow_run_id)
-        return JSONResponse(
-            {"result": "accepted", "reason": "run started", "flow_run_id": launched.flow_run_id, "url": launched.url},
-            status_code=202,
-            background=tasks,
-        )
+            journal.accept(entry)
+        except OSError as exc:  # the disk is full or gone: not accepted, GitLab sends it again later
+            log.error("delivery for %s not journaled: %s", known.block, exc)
+            return _reply(503, "retry", f"cannot record the delivery: {exc}")
+        log.info("delivery for %s %s@%s accepted (%s)", known.block, push.ref, push.after[:8], run_key)
+        try:
+            launched = await asyncio.wait_for(asyncio.shield(starter.start(entry)), answer_within_s)
+        except TimeoutError:
+            return accepted(entry, 202, "accepted", "queued: its run is being created")
+        if not launched.created:  # Prefect knew the key: a journal that lost it (another host, a reset)
+            return accepted(entry, 200, "duplicate", "this delivery already started a run")
+        return accepted(entry, 202, "accepted", "run started")
 
     async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, "waiting": len(journal.waiting())})
 
-    return Starlette(routes=[Route("/hooks/gitlab", hook, methods=["POST"]), Route("/healthz", healthz)])
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        resumed = starter.resume()
+        if resumed:
+            log.info("%d accepted deliveries had no run yet: creating them", resumed)
+        yield
+
+    return Starlette(
+        routes=[Route("/hooks/gitlab", hook, methods=["POST"]), Route("/healthz", healthz)], lifespan=lifespan
+    )
+
+
+def _entry(known: KnownProject, push: PushEvent, key: str, run_key: str) -> JournalEntry:
+    return JournalEntry(
+        key=run_key,
+        block=known.block,
+        deployment=f"ci-training/{known.settings.pool}",
+        parameters=run_parameters(known.block, push, key),
+        tags=["opsflow", "ci", ref_tag(known.settings.project, push.ref)],
+        name=flow_run_name(push),
+        project=known.settings.project,
+        sha=push.checkout_sha or push.after,
+        branch=push.branch,
+        event_resource={"prefect.resource.id": f"gitlab.project.{known.settings.project}", "gitlab.ref": push.ref},
+        event_payload={
+            "ref": push.ref,
+            "checkout_sha": push.checkout_sha,
+            "before": push.before,
+            "block": known.block,
+            "user": push.user_username or "",
+        },
+    )

@@ -106,14 +106,10 @@ class WebhookComponent(Component):
 
     def processes(self) -> list[ProcessSpec]:
         argv = [
-            sys.executable,
-            "-m",
-            "ci_training.service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.cfg.webhook_port),
-        ]
+            sys.executable, "-m", "ci_training.service",
+            "--host", "127.0.0.1", "--port", str(self.cfg.webhook_port),
+            "--journal", str(self.cfg.home / "ci" / "deliveries.jsonl"),
+        ]  # fmt: skip
         return [ProcessSpec(key="webhook-receiver", argv=argv, cwd=PROJECT_ROOT, stop_grace_s=5.0)]
 
     def ports(self) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ci_training.prefect_api import ui_url
 from opsflow.stack.ci import EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, local_repo, local_secrets
 from opsflow.stack.config import StackConfig
 from opsflow.stack.gitlab_push import LocalRepository, deliver, push_payload
@@ -43,6 +44,25 @@ def push(
         EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, f"refs/heads/{branch}", before, after, [(sha, message)], str(repo.bare)
     )
     return sha, deliver(cfg.webhook_url, payload, local_secrets(cfg)["webhook_secret"], **delivery)
+
+
+def run_id(answer: httpx.Response, timeout_s: float = 120) -> str:
+    """The flow run of an accepted delivery: in the answer, or (answered "queued") found by its idempotency key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    body = answer.json()
+    if body.get("flow_run_id"):
+        return str(body["flow_run_id"])
+    deadline = time.monotonic() + timeout_s
+    key_filter = FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[body["idempotency_key"]]))
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = client.read_flow_runs(flow_run_filter=key_filter, limit=1)
+            if found:
+                return str(found[0].id)
+            time.sleep(0.5)
+    raise TimeoutError(f"no run for the delivery {body['idempotency_key']} within {timeout_s:.0f} s")
 
 
 def wait_for_run(flow_run_id: str, timeout_s: float = 600) -> Any:
@@ -79,9 +99,9 @@ def ci_training(cfg: StackConfig, echo: Callable[[str], None], timeout_s: float 
         echo(f"ci training: pushed {sha[:8]} '{message}': receiver {answer.status_code} {body.get('result')}")
         if answer.status_code != 202:
             return False
-        run = wait_for_run(body["flow_run_id"], timeout_s)
+        run = wait_for_run(run_id(answer), timeout_s)
         state = run.state.type.value if run.state else "?"
-        echo(f"ci training: run {run.name} {state}  {body['url']}")
+        echo(f"ci training: run {run.name} {state}  {ui_url(cfg.prefect_api_url, str(run.id))}")
         for name, status in sorted(statuses(cfg, sha).items()):
             echo(f"ci training:   {name}: {status['status']} - {status.get('description') or ''}")
         ok &= state == want

@@ -20,6 +20,7 @@ from ci_training.models import TEST_STATUS, TRAIN_STATUS, ZERO_SHA
 from opsflow.adapters.spark import SparkMaster
 from opsflow.stack.ci import EXAMPLE_PROJECT, EXAMPLE_PROJECT_ID, local_secrets
 from opsflow.stack.ci_demo import push, statuses, wait_for_run, work_clone
+from opsflow.stack.ci_demo import run_id as run_of
 from opsflow.stack.config import StackConfig
 from opsflow.stack.gitlab_push import deliver, headers, push_payload
 from opsflow.stack.manager import components
@@ -77,7 +78,7 @@ def test_a_push_tests_then_trains_with_statuses_once_per_delivery(stack: StackCo
     calls_before = len(standin_calls(stack))
     sha, answer = push(stack, "Train the loan classifier", key="delivery-train-1")
     assert answer.status_code == 202, answer.text
-    run_id = answer.json()["flow_run_id"]
+    run_id = run_of(answer)
     # The receiver answered before any work; `pending` with the run's URL follows at once.
     assert wait_until(lambda: statuses(stack, sha).get(TEST_STATUS), timeout_s=10)
     first = statuses(stack, sha)[TEST_STATUS]
@@ -112,6 +113,15 @@ def test_a_push_tests_then_trains_with_statuses_once_per_delivery(stack: StackCo
         stack.webhook_url, _payload_of(stack, sha), local_secrets(stack)["webhook_secret"], key="delivery-train-1"
     )
     assert again.status_code == 200 and again.json()["result"] == "duplicate", again.text
+    # A receiver without the journal (another host, a lost disk): Prefect's idempotency key still holds.
+    (webhook,) = components(stack, ["webhook"])
+    webhook.stop()
+    (stack.home / "ci" / "deliveries.jsonl").unlink()
+    webhook.start()
+    backstop = deliver(
+        stack.webhook_url, _payload_of(stack, sha), local_secrets(stack)["webhook_secret"], key="delivery-train-1"
+    )
+    assert backstop.status_code == 200 and backstop.json()["result"] == "duplicate", backstop.text
     assert sum(1 for r in ci_runs() if r.parameters.get("checkout_sha") == sha) == 1
     _assert_no_secret_leaked(stack, run_id)
 
@@ -142,7 +152,7 @@ def _assert_no_secret_leaked(stack: StackConfig, run_id: str) -> None:
 
 def test_red_tests_fail_the_commit_and_never_train(stack: StackConfig) -> None:
     sha, answer = push(stack, "Break a test", {"tests/test_broken.py": "def test_broken():\n    assert False\n"})
-    run = wait_for_run(answer.json()["flow_run_id"], timeout_s=300)
+    run = wait_for_run(run_of(answer), timeout_s=300)
     assert run.state is not None and run.state.is_failed()
     final = statuses(stack, sha)
     assert final[TEST_STATUS]["status"] == "failed" and "1 failed" in final[TEST_STATUS]["description"]
@@ -153,13 +163,13 @@ def test_red_tests_fail_the_commit_and_never_train(stack: StackConfig) -> None:
 def test_a_training_that_raises_fails_and_a_bad_override_file_names_its_line(stack: StackConfig) -> None:
     fixed = {"tests/test_broken.py": "def test_fixed():\n    assert True\n"}
     sha, answer = push(stack, "Train, then raise", {**fixed, "opsflow-ci.yaml": "arguments: [--rows, '200', --fail]\n"})
-    run = wait_for_run(answer.json()["flow_run_id"], timeout_s=300)
+    run = wait_for_run(run_of(answer), timeout_s=300)
     assert run.state is not None and run.state.is_failed()
     final = statuses(stack, sha)
     assert final[TEST_STATUS]["status"] == "success"
     assert final[TRAIN_STATUS]["status"] == "failed"
     sha, answer = push(stack, "A typo in the override file", {"opsflow-ci.yaml": "entry_piont: train.py\n"})
-    run = wait_for_run(answer.json()["flow_run_id"], timeout_s=300)
+    run = wait_for_run(run_of(answer), timeout_s=300)
     assert run.state is not None and run.state.is_failed()
     described = statuses(stack, sha)[TEST_STATUS]
     assert described["status"] == "failed" and "opsflow-ci.yaml:1" in described["description"]
@@ -168,9 +178,9 @@ def test_a_training_that_raises_fails_and_a_bad_override_file_names_its_line(sta
 def test_a_newer_push_on_the_same_ref_cancels_the_older_run(stack: StackConfig) -> None:
     slow = {"opsflow-ci.yaml": "test_command: [sleep, '120']\n"}
     old_sha, old = push(stack, "A slow one", slow)
-    old_id = old.json()["flow_run_id"]
+    old_id = run_of(old)
     with get_client(sync_client=True) as client:
-        assert wait_until(lambda: client.read_flow_run(old_id).state.is_running(), timeout_s=120)  # type: ignore[union-attr]
+        assert wait_until(lambda: client.read_flow_run(old_id).state.is_running(), timeout_s=120)  # type: ignore[union-attr, arg-type]
     assert wait_until(lambda: statuses(stack, old_sha).get(TEST_STATUS, {}).get("status") == "running", timeout_s=120)
     other_branch_sha, other = push(
         stack, "Elsewhere", {"opsflow-ci.yaml": "test_command: [sleep, '1']\n"}, branch="feature/x"
@@ -178,14 +188,14 @@ def test_a_newer_push_on_the_same_ref_cancels_the_older_run(stack: StackConfig) 
     new_sha, new = push(
         stack, "The newer one", {"opsflow-ci.yaml": "test_command: [python, -c, 'raise SystemExit(1)']\n"}
     )
-    new_run = wait_for_run(new.json()["flow_run_id"], timeout_s=300)
+    new_run = wait_for_run(run_of(new), timeout_s=300)
     assert new_run.state is not None and new_run.state.is_final()
     old_run = wait_for_run(old_id, timeout_s=60)
     assert old_run.state is not None and old_run.state.is_cancelled(), old_run.state
     old_statuses = statuses(stack, old_sha)
     assert {old_statuses[TEST_STATUS]["status"], old_statuses[TRAIN_STATUS]["status"]} == {"canceled"}
     # Another ref is not touched by it.
-    other_run = wait_for_run(other.json()["flow_run_id"], timeout_s=300)
+    other_run = wait_for_run(run_of(other), timeout_s=300)
     assert other_run.state is not None and not other_run.state.is_cancelled()
     with get_client(sync_client=True) as client:
         tagged = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ci"])), limit=200)
