@@ -58,8 +58,9 @@ log = logging.getLogger("opsflow.ci.receiver")
 #: The hook payloads of pushes are small (GitLab sends at most 20 commits); anything far bigger is not GitLab's.
 MAX_BODY = 1 << 20
 EVENT_PUSH = "opsflow.gitlab.push"
-#: How long a request waits for its run before answering "queued" (GitLab's own limit is 10 s).
-ANSWER_WITHIN_S = 0.5
+#: How long a request waits for its run before answering "queued" (GitLab's own limit is 10 s). An idle Prefect
+#: creates a run in well under this; a busy one does not make the answer wait.
+ANSWER_WITHIN_S = 0.25
 
 
 def constant_time_equal(given: str, expected: str) -> bool:
