@@ -313,9 +313,12 @@ def test_graceful_stop_during_a_job_loses_no_task(
     work = cfg.home / "spark" / "work" / victim.id
 
     def victim_runs_tasks() -> bool:
-        apps = [a.cores for a in master.state().activeapps]
-        ran = any("Got assigned task" in f.read_text(errors="replace") for f in work.glob("app-*/*/stderr"))
-        return apps == [2] and ran
+        apps = master.state().activeapps
+        if [a.cores for a in apps] != [2]:
+            return False
+        # Only this job's executor logs: a rerun reuses the worker id, and the first try's logs are still there.
+        logs = work.glob(f"{apps[0].id}/*/stderr")
+        return any("Got assigned task" in f.read_text(errors="replace") for f in logs)
 
     decommission_during_job(cfg, tmp_path, master, backend, victim, victim_runs_tasks)
     assert running_process(cfg.home, victim.id) is None
@@ -364,8 +367,14 @@ def test_gpu_pinned_worker_reports_its_one_gpu_and_no_gpu_is_shared(
     # An injected inventory (this machine may have no GPU): the Spark side of the pinning is real all the same.
     inventory = GpuInventory(
         [
-            GpuInfo(index=0, name="Test GPU", uuid="GPU-test-0", memory_total_bytes=16000 * MIB, memory_used_bytes=0,
-                    processes=1),
+            GpuInfo(
+                index=0,
+                name="Test GPU",
+                uuid="GPU-test-0",
+                memory_total_bytes=16000 * MIB,
+                memory_used_bytes=0,
+                processes=1,
+            ),
             GpuInfo(index=1, name="Test GPU", uuid="GPU-test-1", memory_total_bytes=16000 * MIB, memory_used_bytes=0),
         ]
     )

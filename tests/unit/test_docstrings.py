@@ -16,7 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The packages of the distribution whose docstrings are part of the public documentation.
-PACKAGES = ("opsflow", "node_update", "spark_scaler", "stage_pipeline", "ci_training", "blocks", "work_pools", "flows")
+PACKAGES = (
+    "opsflow", "node_update", "spark_scaler", "stage_pipeline", "ci_training", "config_trials", "blocks", "work_pools",
+    "flows",
+)
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

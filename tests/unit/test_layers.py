@@ -44,6 +44,10 @@ PURE_CORES = (
     "ci_training.submit",
     "ci_training.junit",
     "ci_training.overrides",
+    "config_trials.definition",
+    "config_trials.inputs",
+    "config_trials.stats",
+    "config_trials.judge",
 )
 IMPURE = ("prefect", "httpx", "docker", "subprocess", "psutil", "socket", "requests", "pynvml", "opsflow.adapters")
 
