@@ -34,11 +34,10 @@ from config_trials.definition import (
     VehicleProfile,
     load_definition,
     load_definition_text,
-    smallest_p,
 )
 from config_trials.inputs import records, round_hash, vehicles_at
 from config_trials.judge import MetricComparison, RoundResult, TrialReport, VariantOutcome, judge
-from config_trials.stats import Comparison, compare, ewma, holm, p_value, round_value, verdict
+from config_trials.stats import Comparison, compare, ewma, holm, p_value, round_value, smallest_p, verdict
 
 __all__ = [
     "EXAMPLE_TRIAL_YAML",

@@ -31,13 +31,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from config_trials.stats import look_alpha
+from config_trials.stats import look_alpha, smallest_p
 from opsflow.errors import InputError
 from opsflow.yaml_lines import line_of, load_mapping, validation_problems
 
@@ -67,6 +66,10 @@ alpha: 0.05
 mode: sequential
 seed: 1
 """
+
+
+#: names of trials and variants: they name folders, child flow runs and Prefect artifact keys
+NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class _Strict(BaseModel):
@@ -111,7 +114,7 @@ class InputSpec(_Strict):
 class Variant(_Strict):
     """D1: one configuration: Spark settings and application parameters (``--name value`` to the module)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME)
     baseline: bool = False
     spark: dict[str, str] = {}
     parameters: dict[str, str] = {}
@@ -146,7 +149,7 @@ KNOWN_METRICS = ("latency", "throughput", "cpu", "memory")
 class TrialDefinition(_Strict):
     """A whole trial (D1-D7); :func:`load_definition` builds it from a file."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME)
     application: Application
     input: InputSpec
     variants: list[Variant] = Field(min_length=2)
@@ -202,20 +205,6 @@ class TrialDefinition(_Strict):
         return [v for v in self.variants if not v.baseline]
 
 
-def smallest_p(rounds: int, pairing: str) -> float:
-    """D5: the smallest two-sided p the exact test can give with ``rounds`` rounds per variant.
-
-    Paired (Wilcoxon signed-rank): all ``2**n`` sign patterns are equally likely, the two extreme ones reach it.
-    Unpaired (Mann-Whitney U, ``n`` against ``n``): the two extreme orderings of ``C(2n, n)``.
-
-    >>> smallest_p(5, "rounds"), smallest_p(6, "rounds"), round(smallest_p(4, "none"), 4)
-    (0.0625, 0.03125, 0.0286)
-    """
-    if pairing == "rounds":
-        return min(1.0, 2 / 2**rounds)
-    return min(1.0, 2 / math.comb(2 * rounds, rounds))
-
-
 def load_definition_text(text: str, source: str = "trial.yaml") -> TrialDefinition:
     """D8: a definition from YAML text; errors name ``source``, the line and the field."""
     node, data = load_mapping(text, source, "empty trial definition", "expected a mapping (name, application, ...)")
@@ -225,7 +214,8 @@ def load_definition_text(text: str, source: str = "trial.yaml") -> TrialDefiniti
         raise InputError(source, validation_problems(node, exc, "unknown key")) from None
     least = smallest_p(definition.rounds, definition.pairing)
     comparisons = len(definition.challengers) * len(definition.metrics)
-    first = look_alpha(definition.alpha, definition.rounds, definition.stop_early_after) / comparisons
+    first = look_alpha(definition.alpha, definition.rounds, definition.stop_early_after, definition.pairing)
+    first /= comparisons
     if least >= first:
         test = "paired" if definition.pairing == "rounds" else "unpaired"
         raise InputError(

@@ -134,7 +134,7 @@ def _failure(definition: TrialDefinition, rounds: dict[int, RoundResult]) -> str
 def judge(definition: TrialDefinition, results: list[RoundResult], seed: int | None = None) -> TrialReport:
     """J1-J6 over every round recorded so far (also mid-trial: the sequential mode's look)."""
     paired = definition.pairing == "rounds"
-    alpha = look_alpha(definition.alpha, definition.rounds, definition.stop_early_after)
+    alpha = look_alpha(definition.alpha, definition.rounds, definition.stop_early_after, definition.pairing)
     rounds_of = _by_variant(results)
     base = definition.baseline.name
     failures = {v.name: _failure(definition, rounds_of.get(v.name, {})) for v in definition.variants}

@@ -14,7 +14,8 @@ autocorrelated points as independent and corrects nothing):
   outside the equivalence band (in the metric's direction); **same** when the interval lies inside the band, or
   the difference is significant but inside it; **inconclusive** otherwise; **nodata** without a paired round.
 - S6 sequential stopping looks after every round from ``stop_early_after`` on; each look tests at
-  ``alpha / looks`` (Bonferroni over the planned looks, so repeated looks keep the error rate at alpha).
+  ``alpha / looks`` (Bonferroni over the planned looks that can reject at all, so repeated looks keep the error
+  rate at alpha).
 
 Example:
     >>> round_value([(1.0, 5.0), (12.0, 30.0), (15.0, 10.0), (20.0, 20.0)], warmup_s=10)
@@ -28,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Literal
@@ -166,11 +168,49 @@ def verdict(
     return "inconclusive"
 
 
-def look_alpha(alpha: float, rounds: int, stop_early_after: int | None) -> float:
-    """S6: the level each look tests at (``alpha`` itself with one look, at the end).
+def smallest_p(rounds: int, pairing: str) -> float:
+    """The smallest two-sided p the exact test can give with ``rounds`` rounds per variant.
+
+    Paired (Wilcoxon signed-rank): all ``2**n`` sign patterns are equally likely, the two extreme ones reach it.
+    Unpaired (Mann-Whitney U, ``n`` against ``n``): the two extreme orderings of ``C(2n, n)``.
+
+    >>> smallest_p(5, "rounds"), smallest_p(6, "rounds"), round(smallest_p(4, "none"), 4)
+    (0.0625, 0.03125, 0.0286)
+    """
+    if pairing == "rounds":
+        return min(1.0, 2 / 2**rounds)
+    return min(1.0, 2 / math.comb(2 * rounds, rounds))
+
+
+def looks(alpha: float, rounds: int, stop_early_after: int | None, pairing: str = "none") -> tuple[list[int], float]:
+    """S6: the rounds after which the sequential mode looks, and the level each look tests at.
+
+    Bonferroni over the looks, counting only those that can reject at all: a look whose smallest possible p is
+    not below the level never declares anything, so it spends no error rate. Without sequential stopping: one
+    look, after the last round, at ``alpha``.
+
+    >>> looks(0.05, 12, None)
+    ([12], 0.05)
+    >>> looks(0.05, 8, 3)  # after 3 and 4 rounds even the most extreme result could not reach 0.05 / 4
+    ([5, 6, 7, 8], 0.0125)
+    """
+    if stop_early_after is None:
+        return [rounds], alpha
+    kept = list(range(stop_early_after, rounds + 1))
+    while True:
+        level = alpha / len(kept)
+        able = [n for n in kept if smallest_p(n, pairing) < level]
+        if not able:  # no look can reject at a shared level: look once, at the end
+            return [rounds], alpha
+        if able == kept:
+            return kept, level
+        kept = able
+
+
+def look_alpha(alpha: float, rounds: int, stop_early_after: int | None, pairing: str = "none") -> float:
+    """S6: the level each look tests at (see :func:`looks`).
 
     >>> look_alpha(0.05, 10, None), look_alpha(0.05, 10, 6)
     (0.05, 0.01)
     """
-    looks = 1 if stop_early_after is None else rounds - stop_early_after + 1
-    return alpha / looks
+    return looks(alpha, rounds, stop_early_after, pairing)[1]

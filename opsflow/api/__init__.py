@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from opsflow.api.node_update import NodeUpdateAPI
     from opsflow.api.pipelines import PipelinesAPI
     from opsflow.api.scaler import ScalerAPI
+    from opsflow.api.trials import TrialsAPI
     from opsflow.stack.env import LocalEndpoints
 
 
@@ -67,6 +68,29 @@ class Site:
             updates[PREFECT_API_AUTH_STRING] = self._auth_string
         with temporary_settings(updates=updates):
             yield
+
+    def start_deployment(self, deployment: str, parameters: dict[str, Any]) -> tuple[str, str, str]:
+        """Create a run of ``deployment`` (``flow/deployment``) on this site; returns at once: id, name, UI link.
+
+        An unknown deployment is a :class:`NotFoundError` naming ``opsflow deploy``; an unreachable API an
+        :class:`AdapterError`.
+        """
+        import httpx
+
+        with self.prefect():
+            from prefect.deployments import run_deployment
+            from prefect.exceptions import ObjectNotFound
+
+            try:
+                flow_run: Any = run_deployment(deployment, parameters=parameters, timeout=0, _sync=True)  # type: ignore[call-arg]
+            except ObjectNotFound as exc:
+                raise NotFoundError(
+                    f"no deployment {deployment} on {self.api_url}; apply them with `opsflow deploy`"
+                ) from exc
+            except (httpx.ConnectError, httpx.TimeoutException) as exc:
+                raise AdapterError(f"cannot reach the Prefect API at {self.api_url}: {exc}") from exc
+        ui = self.api_url.removesuffix("/api")
+        return str(flow_run.id), str(flow_run.name), f"{ui}/runs/flow-run/{flow_run.id}"
 
     def _http_auth(self) -> tuple[str, str] | None:
         if not self._auth_string:
@@ -122,6 +146,13 @@ class Site:
         from opsflow.api.ci import CiAPI
 
         return CiAPI(self)
+
+    @cached_property
+    def trials(self) -> TrialsAPI:
+        """Configuration trials: validate, run (the config-trial deployment), report, calibrate."""
+        from opsflow.api.trials import TrialsAPI
+
+        return TrialsAPI(self)
 
     def scaler(self, config: str | Path) -> ScalerAPI:
         """The Spark auto-scaler of one configuration file: preview, tick, status, run."""

@@ -256,27 +256,8 @@ class ScalerAPI:
         parameters: dict[str, Any] = {"config": config, "ticks": ticks}
         if self._state_path is not None:
             parameters["state_file"] = str(self._state_path.resolve())
-        import httpx
-
-        with self.site.prefect():
-            from prefect.deployments import run_deployment
-            from prefect.exceptions import ObjectNotFound
-
-            try:
-                flow_run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0, _sync=True)  # type: ignore[call-arg]
-            except ObjectNotFound as exc:
-                raise NotFoundError(
-                    f"no deployment {DEPLOYMENT} on {self.site.api_url}; apply them with `opsflow deploy`"
-                ) from exc
-            except (httpx.ConnectError, httpx.TimeoutException) as exc:
-                raise AdapterError(f"cannot reach the Prefect API at {self.site.api_url}: {exc}") from exc
-        ui = self.site.api_url.removesuffix("/api")
-        return ScalerRun(
-            flow_run_id=str(flow_run.id),
-            name=str(flow_run.name),
-            url=f"{ui}/runs/flow-run/{flow_run.id}",
-            parameters=parameters,
-        )
+        flow_run_id, name, url = self.site.start_deployment(DEPLOYMENT, parameters)
+        return ScalerRun(flow_run_id=flow_run_id, name=name, url=url, parameters=parameters)
 
 
 __all__ = ["DecisionRecord", "Preview", "ScalerAPI", "ScalerRun", "ScalerStatus"]

@@ -32,6 +32,7 @@ from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
 from opsflow.cli.stack import app as stack_app
+from opsflow.cli.trials import app as trials_app
 from opsflow.home import default_home
 from opsflow.stack.config import StackConfig
 
@@ -42,6 +43,7 @@ app.add_typer(scaler_app, name="scaler")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(project_app, name="project")
 app.add_typer(ci_app, name="ci")
+app.add_typer(trials_app, name="trials")
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPSFLOW = str(Path(sys.executable).parent / "opsflow")
 DEFINITION = "examples/video_tracking/pipeline.yaml"
 SCALER_CONFIG = "examples/spark_scaler/autoscaler.yaml"
+TRIAL = "examples/config_trials/checkpoint.yaml"
 
 #: Commands that need no running server (the local stack is down in these tests).
 NO_SERVER = [
@@ -32,6 +33,7 @@ NO_SERVER = [
     ["project", "list"],
     ["scaler", "preview", "--config", SCALER_CONFIG],
     ["scaler", "status", "--config", SCALER_CONFIG],
+    ["trials", "validate", TRIAL],
 ]
 #: The commands that only read files: they must not import Prefect.
 READ_ONLY = [
@@ -42,9 +44,16 @@ READ_ONLY = [
     ["project", "list"],
     ["scaler", "preview", "--config", SCALER_CONFIG],
     ["scaler", "status", "--config", SCALER_CONFIG],
+    ["trials", "validate", TRIAL],
 ]
 #: The ones that must also succeed with nothing running.
-SUCCEED_WITHOUT_SERVER = [["status"], ["nu", "status"], ["nu", "list"], ["pipeline", "validate", DEFINITION]]
+SUCCEED_WITHOUT_SERVER = [
+    ["status"],
+    ["nu", "status"],
+    ["nu", "list"],
+    ["pipeline", "validate", DEFINITION],
+    ["trials", "validate", TRIAL],
+]
 
 #: Runs the typer app in-process, then says whether Prefect got imported and from where (our frames only).
 IMPORT_PROBE = r"""

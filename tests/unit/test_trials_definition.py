@@ -11,9 +11,9 @@ from config_trials.definition import (
     VehicleProfile,
     load_definition,
     load_definition_text,
-    smallest_p,
 )
 from config_trials.inputs import records, round_hash, vehicles_at
+from config_trials.stats import smallest_p
 from opsflow.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +74,9 @@ def test_too_few_rounds_to_ever_decide_are_refused_with_the_reason() -> None:
     paired = problems(EXAMPLE_TRIAL_YAML.replace("rounds: 5", "rounds: 6\npairing: rounds"))
     assert "6 paired rounds the exact test's smallest p is 0.0312" in paired[0][2]
     assert load_definition_text(EXAMPLE_TRIAL_YAML.replace("rounds: 5", "rounds: 7\npairing: rounds")).rounds == 7
-    # Sequential looks share alpha too: 4 looks (rounds 5..8) at 0.0125, over 2 comparisons.
+    # Sequential looks that can never reject spend nothing: paired, 5..8 rounds, only the look after 8 can.
     looks = EXAMPLE_TRIAL_YAML.replace("rounds: 5", "rounds: 8\nstop_early_after: 5\npairing: rounds")
-    assert "not below 0.00625" in problems(looks)[0][2]
+    assert load_definition_text(looks).stop_early_after == 5
 
 
 def test_smallest_p_matches_the_exact_distributions() -> None:

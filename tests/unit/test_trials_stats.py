@@ -8,29 +8,12 @@ samples one by one, as Kayenta does, does not — shown here, so the check can t
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from scipy import signal
 from scipy import stats as scipy_stats
 
-from config_trials.stats import compare, ewma, holm, look_alpha, p_value, round_value, verdict
-
-PHI = 0.9
-
-
-def ar1(rng: np.random.Generator, shape: tuple[int, ...], phi: float = PHI) -> np.ndarray:
-    """AR(1) noise along the last axis, unit innovations, started from its stationary distribution."""
-    innovations = rng.standard_normal(shape)
-    innovations[..., 0] /= math.sqrt(1 - phi**2)
-    return np.asarray(signal.lfilter([1.0], [1.0, -phi], innovations, axis=-1))
-
-
-def simulated_rounds(rng: np.random.Generator, variants: int, rounds: int, samples: int) -> np.ndarray:
-    """Latency samples [variant, round, sample] of identical variants: 100 + round level + AR(1) noise."""
-    level = rng.normal(0, 5, size=(1, rounds, 1))
-    return 100.0 + level + ar1(rng, (variants, rounds, samples))
+from config_trials.calibrate import simulate_aa, simulated_rounds
+from config_trials.stats import compare, ewma, holm, look_alpha, looks, p_value, round_value, verdict
 
 
 # --- S1: one value per round ---------------------------------------------------------------------------------------
@@ -135,23 +118,21 @@ def test_verdicts(p: float, ratio: float, low: float, high: float, direction: st
     assert verdict(p, ratio, low, high, direction=direction, band=0.05, alpha=0.05) == expected
 
 
-def test_repeated_looks_share_alpha() -> None:
-    assert look_alpha(0.05, 12, 8) == pytest.approx(0.01)
+def test_repeated_looks_share_alpha_among_the_looks_that_can_reject() -> None:
+    assert look_alpha(0.05, 12, 8) == pytest.approx(0.01)  # unpaired: every look after 8+ rounds can reject
     assert look_alpha(0.05, 12, 12) == 0.05
+    assert looks(0.05, 8, 3) == ([5, 6, 7, 8], 0.0125)
+    assert looks(0.05, 10, 6, "rounds") == ([8, 9, 10], pytest.approx(0.05 / 3))
+    assert looks(0.05, 4, 2, "none") == ([4], 0.05)  # only the last look can (2 / 70)
 
 
 # --- error rates ---------------------------------------------------------------------------------------------------
 def test_round_design_keeps_the_false_positive_rate_and_per_sample_testing_does_not() -> None:
-    rng = np.random.default_rng(2026)
-    trials, rounds, samples, alpha = 2000, 6, 60, 0.05
-    by_round = per_sample = 0
-    for _ in range(trials):
-        data = simulated_rounds(rng, 2, rounds, samples)
-        medians = np.median(data, axis=2)
-        by_round += p_value(list(medians[0]), list(medians[1]), paired=True) < alpha
-        per_sample += scipy_stats.mannwhitneyu(data[0].ravel(), data[1].ravel()).pvalue < alpha
-    assert by_round / trials <= 0.065, by_round / trials
-    assert per_sample / trials > 0.2, per_sample / trials  # autocorrelated samples are not independent
+    paired = simulate_aa(rounds=6, paired=True, alpha=0.05, trials=2000, seed=2026)
+    assert paired["false_positive_rate"] <= 0.065, paired
+    assert paired["per_sample_rate"] > 0.2, paired  # autocorrelated samples are not independent
+    unpaired = simulate_aa(rounds=5, paired=False, alpha=0.05, trials=2000, seed=2027)
+    assert unpaired["false_positive_rate"] <= 0.065 < 0.2 < unpaired["per_sample_rate"], unpaired
 
 
 def test_holm_keeps_the_family_wise_error_of_identical_variants() -> None:

@@ -1,0 +1,51 @@
+"""The ``config-trial`` deployment on the session's stack, started through the API as ``opsflow trials run`` does.
+
+The statistics on real Spark are in ``tests/integration/test_trials_spark.py`` (the same flow, in-process); this
+checks the path a user takes: the deployment of ``prefect.yaml``, the cpu worker, the child runs and the report
+of a trial whose application cannot start (every variant FAILED with the reason, the trial still COMPLETED, no
+winner), which costs seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+import opsflow
+from config_trials.definition import EXAMPLE_TRIAL_YAML
+from opsflow.stack.ci_demo import wait_for_run
+from opsflow.stack.config import StackConfig
+
+pytestmark = pytest.mark.stack
+
+
+def test_a_trial_runs_through_the_deployment_and_reports_variants_that_cannot_start(
+    stack: StackConfig, tmp_path: Path
+) -> None:
+    definition = tmp_path / "nothing.yaml"
+    definition.write_text(
+        EXAMPLE_TRIAL_YAML.replace("examples/config_trials/vehicle_counts.py", "no_such_app.py").replace(
+            "name: checkpoint-interval", "name: cannot-start"
+        )
+    )
+    started = opsflow.connect(stack.home).trials.run(definition, tmp_path / "out")
+    assert started.url.endswith(f"/runs/flow-run/{started.flow_run_id}")
+    run = wait_for_run(started.flow_run_id, timeout_s=300)
+    assert run.state and run.state.type.value == "COMPLETED", run.state
+    assert run.deployment_id is not None and run.parameters["definition_path"] == str(definition.resolve())
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
+        )
+    assert sorted((c.name, c.state.type.value if c.state else "?") for c in children) == [
+        ("trigger-2s round 1", "FAILED"),
+        ("trigger-6s round 1", "FAILED"),
+    ]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["report"]
+    assert report["winner"] == "" and report["comparisons"] == []
+    assert {v["status"] for v in report["variants"].values()} == {"failed"}
+    assert all(v["reason"].startswith("round 1: the application exited with") for v in report["variants"].values())

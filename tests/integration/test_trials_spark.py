@@ -1,0 +1,187 @@
+"""A configuration trial on the real Spark standalone cluster, run by the ``config-trial`` flow against a real
+Prefect server (Prefect's test harness: a temporary server on SQLite), with its child runs and artifacts.
+
+One trial, run once for the module: the baseline, a variant with a known slowdown (a fixed sleep per batch) and
+one configured to fail (a window Spark cannot parse), 5 rounds in sequential mode,
+the worker stopped for a second at the same offset of every round. Every variant's round is a real
+``spark-submit`` of ``examples/config_trials/vehicle_counts.py``. The tests read what the flow returned, its
+child runs and artifacts on the server, and the files the rounds left.
+
+A round costs about 27 s here (12 s of driver and executor start-up, 6 s of feed, the stop), so the module
+stays near five minutes with 11 rounds; the A/A property (identical variants are not declared different) is
+therefore checked on simulated rounds (``tests/unit/test_trials_stats.py``, ``opsflow trials calibrate``), not
+with a twin variant here. The stack's own Spark is not used: beside the whole stack on two cores a round's
+start-up takes 40-60 s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from config_trials.definition import TrialDefinition, load_definition
+from config_trials.inputs import round_hash
+from config_trials.judge import TrialReport
+from config_trials.report import load_results, write_report
+from config_trials.spark_runner import round_dir
+from opsflow.stack.base import StackError
+from opsflow.stack.config import StackConfig
+from opsflow.stack.env import child_env
+from opsflow.stack.spark import SparkComponent
+from tests.support import unavailable
+
+pytestmark = pytest.mark.stack
+PORT_OFFSET = 27000
+ROOT = Path(__file__).resolve().parents[2]
+ROUNDS = 5
+
+TRIAL = f"""\
+name: spark-check
+application:
+  module: {ROOT / "examples" / "config_trials" / "vehicle_counts.py"}
+  arguments: [--window, "5 seconds"]
+input:
+  seed: 11
+  vehicles: {{min: 40, max: 120, period_s: 6}}
+variants:
+  - name: base
+    baseline: true
+    parameters: {{trigger: "1 second"}}
+  - name: slow
+    parameters: {{trigger: "1 second", batch-delay-ms: "1500"}}
+  - name: broken
+    parameters: {{trigger: "1 second", window: "five seconds"}}
+rounds: {ROUNDS}
+round_s: 6
+warmup_s: 1.5
+metrics:
+  latency: {{direction: lower, critical: true, band: 0.10}}
+seed: 2
+chaos:
+  - {{at_s: 3, action: stop-worker, for_s: 1}}
+"""
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    state: str
+    report: TrialReport
+    children: dict[str, tuple[str, str]]
+    artifacts: dict[str, Any]
+    out: Path
+    definition: TrialDefinition
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkComponent]:
+    cfg = StackConfig(home=tmp_path_factory.mktemp("trials"), spark_workers=1).shifted(PORT_OFFSET)
+    comp = SparkComponent(cfg, child_env(cfg))
+    ok, why = comp.enabled()
+    if not ok:
+        unavailable(f"Spark cannot run here: {why}")
+    try:
+        comp.start()
+    except StackError as exc:
+        comp.stop()
+        unavailable(f"Spark did not start: {exc}")
+    yield comp
+    comp.stop()
+
+
+@pytest.fixture(scope="module")
+def trial(spark: SparkComponent, tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.testing.utilities import prefect_test_harness
+
+    from blocks import SparkCluster
+    from flows.config_trial import config_trial
+
+    here = tmp_path_factory.mktemp("spark-check")
+    definition = here / "spark-check.yaml"
+    definition.write_text(TRIAL)
+    out = here / "out"
+    with prefect_test_harness(server_startup_timeout=120):
+        SparkCluster(master_url=spark.cfg.spark_master_url, ui_url=spark.cfg.spark_master_ui_url).save(
+            "trials-test", overwrite=True
+        )
+        state = config_trial(str(definition), str(out), "trials-test", return_state=True)
+        with get_client(sync_client=True) as client:
+            parent = state.state_details.flow_run_id
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
+                limit=100,
+            )
+            artifacts = {a.key: a.data for a in client.read_artifacts() if a.key}
+        report = TrialReport.model_validate(state.result()) if state.is_completed() else None
+    assert report is not None, state
+    return Outcome(
+        state=state.type.value,
+        report=report,
+        children={
+            r.name: (r.state.type.value if r.state else "?", r.state.message or "" if r.state else "") for r in runs
+        },
+        artifacts=artifacts,
+        out=out,
+        definition=load_definition(definition),
+    )
+
+
+def test_the_known_slowdown_is_worse_on_latency_with_a_corrected_p_below_alpha(trial: Outcome) -> None:
+    [slow] = [c for c in trial.report.comparisons if c.variant == "slow"]
+    assert slow.verdict == "worse", slow
+    assert slow.p_adjusted is not None and slow.p_adjusted < 0.05
+    assert slow.ci_low is not None and slow.ci_low > 1.0
+    assert trial.report.variants["slow"].status == "disqualified"  # latency is critical
+    assert trial.report.winner == "base"
+
+
+def test_every_variant_round_is_a_child_run_and_the_failing_variant_failed_once_with_its_reason(
+    trial: Outcome,
+) -> None:
+    assert trial.state == "COMPLETED"
+    states = {name: state for name, (state, _) in trial.children.items()}
+    expected = {f"{v} round {r}": "COMPLETED" for v in ("base", "slow") for r in range(1, ROUNDS + 1)}
+    assert states == {**expected, "broken round 1": "FAILED"}, states
+    assert "the application exited with 1" in trial.children["broken round 1"][1]
+    broken = trial.report.variants["broken"]
+    assert broken.status == "failed" and broken.rounds == 1
+    assert broken.reason.startswith("round 1: the application exited with 1"), broken.reason
+
+
+def test_every_variant_read_the_same_seeded_input_and_was_measured(trial: Outcome) -> None:
+    assert trial.report.input_consistent
+    d = trial.definition
+    for r in range(ROUNDS):
+        for v in ("base", "slow"):
+            result = json.loads((round_dir(trial.out, r, v) / "result.json").read_text())
+            assert result["input_sha256"] == round_hash(d.input.seed, r, int(d.round_s), d.input.vehicles), (r, v)
+            assert result["values"]["latency"] > 0
+
+
+def test_chaos_hit_every_variant_at_the_same_offset(trial: Outcome) -> None:
+    offsets = []
+    for r in range(ROUNDS):
+        for v in ("base", "slow"):
+            [chaos] = json.loads((round_dir(trial.out, r, v) / "chaos.json").read_text())
+            assert chaos["action"] == "stop-worker" and chaos["did"].startswith("stopped worker pid"), chaos
+            offsets.append(chaos["at_s"])
+    assert max(offsets) - min(offsets) < 1.0 and min(offsets) >= 3.0, offsets
+
+
+def test_the_report_is_an_artifact_and_files_rebuilt_from_the_raw_data(trial: Outcome) -> None:
+    assert "| slow | latency | worse |" in str(trial.artifacts["trial-spark-check"])
+    assert "trial-spark-check-progress" in trial.artifacts
+    for name in ("report.md", "report.json", "latency.png", "definition.yaml"):
+        assert (trial.out / name).stat().st_size > 0, name
+    assert (trial.out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(load_results(trial.out)) == 2 * ROUNDS + 1
+    assert write_report(trial.out, trial.definition) == trial.report
+    stored = json.loads((trial.out / "report.json").read_text())["report"]
+    assert TrialReport.model_validate(stored) == trial.report
