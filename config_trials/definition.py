@@ -57,8 +57,8 @@ variants:
   - name: trigger-6s
     parameters: {trigger: "6 seconds"}
 rounds: 5
-round_s: 40
-warmup_s: 10
+round_s: 20
+warmup_s: 5
 metrics:
   latency: {direction: lower, critical: true, band: 0.05}
   throughput: {direction: higher, band: 0.05}

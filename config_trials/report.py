@@ -46,7 +46,8 @@ def render_markdown(definition: TrialDefinition, report: TrialReport) -> str:
         f"# Trial `{report.trial}`: winner **{report.winner or 'none'}**",
         "",
         f"{report.rounds} rounds, {'paired' if report.paired else 'unpaired'} exact tests, Holm over "
-        f"{len(report.comparisons)} comparisons at alpha {report.tested_at:g}; baseline `{definition.baseline.name}`.",
+        f"{len(report.comparisons)} comparison{'' if len(report.comparisons) == 1 else 's'} at alpha "
+        f"{report.tested_at:g}; baseline `{definition.baseline.name}`.",
         "",
         "| variant | metric | verdict | ratio to baseline [CI] | p | p (Holm) | rounds |",
         "| --- | --- | --- | --- | --- | --- | --- |",

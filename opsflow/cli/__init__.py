@@ -45,9 +45,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(ci_app, name="ci")
 app.add_typer(trials_app, name="trials")
 
-HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")
-]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")]
 
 
 def _cfg(home: Path | None) -> StackConfig:
@@ -131,15 +129,23 @@ def nodes() -> None:
 
 @app.command()
 def demo(
-    home: HomeOpt = None, timeout: Annotated[int, typer.Option(help="Seconds to wait for each run")] = 600
+    name: Annotated[str | None, typer.Argument(help="A longer showcase instead: trials")] = None,
+    home: HomeOpt = None,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for each run")] = 600,
 ) -> None:
-    """Bring the stack up and run every process's demo flow through its deployment (watch it in the UI)."""
+    """Bring the stack up and run every process's demo flow through its deployment (watch it in the UI).
+
+    With NAME, one subsystem's longer showcase instead (`opsflow demo trials`: the example configuration trial).
+    """
     from opsflow.stack.demo import run_demo
     from opsflow.stack.manager import up as stack_up
+    from opsflow.stack.trials_demo import SHOWCASES
 
+    if name is not None and name not in SHOWCASES:
+        exit_with_error(f"no showcase named {name!r} (there are: {', '.join(SHOWCASES)})", 2)
     cfg = _cfg(home)
     stack_up(cfg, echo=console.print)
-    ok = run_demo(cfg, timeout_s=timeout, echo=console.print)
+    ok = SHOWCASES[name](cfg, console.print) if name else run_demo(cfg, timeout_s=timeout, echo=console.print)
     console.print(f"Prefect UI: http://127.0.0.1:{cfg.prefect_port}  (user:password in {cfg.home}/prefect/auth-string)")
     if not ok:
         raise typer.Exit(1)

@@ -37,7 +37,7 @@ def test_validate_shows_what_the_example_will_run() -> None:
     assert code == 0, out
     assert "checkpoint-interval: 2 variants (trigger-2s, trigger-6s; baseline trigger-2s), 5 rounds" in out
     assert "2 comparisons (Holm), none rounds: smallest possible p 0.00794" in out
-    assert "10 application runs, at least 6.7 min" in out
+    assert "10 application runs, at least 3.3 min" in out
 
 
 def test_validate_of_a_bad_file_names_file_line_and_field(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ the worker stopped for a second at the same offset of every round. Every variant
 ``spark-submit`` of ``examples/config_trials/vehicle_counts.py``. The tests read what the flow returned, its
 child runs and artifacts on the server, and the files the rounds left.
 
-A round costs about 27 s here (12 s of driver and executor start-up, 6 s of feed, the stop), so the module
-stays near five minutes with 11 rounds; the A/A property (identical variants are not declared different) is
-therefore checked on simulated rounds (``tests/unit/test_trials_stats.py``, ``opsflow trials calibrate``), not
-with a twin variant here. The stack's own Spark is not used: beside the whole stack on two cores a round's
-start-up takes 40-60 s.
+A round costs about 30 s here (about 20 s of driver and executor start-up and warm-up, 5 s of feed, the stop),
+so the module takes about six minutes with 11 rounds; the A/A property (identical variants are not declared
+different) is therefore checked on simulated rounds (``tests/unit/test_trials_stats.py``, ``opsflow trials
+calibrate``), not with a twin variant here. The stack's own Spark is not used: beside the whole stack on two
+cores a round's start-up takes 40-60 s.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ application:
   arguments: [--window, "5 seconds"]
 input:
   seed: 11
-  vehicles: {{min: 40, max: 120, period_s: 6}}
+  vehicles: {{min: 40, max: 120, period_s: 5}}
 variants:
   - name: base
     baseline: true
@@ -57,7 +57,7 @@ variants:
   - name: broken
     parameters: {{trigger: "1 second", window: "five seconds"}}
 rounds: {ROUNDS}
-round_s: 6
+round_s: 5
 warmup_s: 1.5
 metrics:
   latency: {{direction: lower, critical: true, band: 0.10}}

@@ -40,7 +40,7 @@ def test_the_example_loads_with_its_defaults() -> None:
 
 
 def test_an_unknown_key_names_its_line() -> None:
-    text = EXAMPLE_TRIAL_YAML.replace("warmup_s: 10\n", "warmup_s: 10\nwarmpu: 3\n")
+    text = EXAMPLE_TRIAL_YAML.replace("warmup_s: 5\n", "warmup_s: 5\nwarmpu: 3\n")
     [(line, field, msg)] = problems(text)
     assert (line, field, msg) == (text.splitlines().index("warmpu: 3") + 1, "warmpu", "unknown key")
 
@@ -87,8 +87,8 @@ def test_smallest_p_matches_the_exact_distributions() -> None:
 
 def test_unknown_metric_warm_up_and_chaos_outside_a_round() -> None:
     assert "unknown metric heap" in problems(EXAMPLE_TRIAL_YAML.replace("  throughput:", "  heap:"))[0][2]
-    assert "leaves nothing" in problems(EXAMPLE_TRIAL_YAML.replace("warmup_s: 10", "warmup_s: 40"))[0][2]
-    late = EXAMPLE_TRIAL_YAML + "chaos:\n  - {at_s: 35, action: stop-worker, for_s: 10}\n"
+    assert "leaves nothing" in problems(EXAMPLE_TRIAL_YAML.replace("warmup_s: 5", "warmup_s: 20"))[0][2]
+    late = EXAMPLE_TRIAL_YAML + "chaos:\n  - {at_s: 15, action: stop-worker, for_s: 10}\n"
     assert "does not end inside a round" in problems(late)[0][2]
     bad = EXAMPLE_TRIAL_YAML + "chaos:\n  - {at_s: 5, action: netem}\n"
     [(_, field, _)] = problems(bad)
