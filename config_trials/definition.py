@@ -34,6 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config_trials.stats import look_alpha, smallest_p
@@ -45,7 +46,7 @@ from opsflow.yaml_lines import line_of, load_mapping, validation_problems
 EXAMPLE_TRIAL_YAML = """\
 name: checkpoint-interval
 application:
-  module: examples/config_trials/vehicle_counts.py
+  module: vehicle_counts.py  # next to this file
   arguments: [--window, "10 seconds"]
 input:
   seed: 7
@@ -234,9 +235,14 @@ def load_definition_text(text: str, source: str = "trial.yaml") -> TrialDefiniti
 
 
 def load_definition(path: Path) -> TrialDefinition:
-    """D8: :func:`load_definition_text` of a file (errors name the file)."""
+    """D8: :func:`load_definition_text` of a file (errors name the file); the module must exist next to it."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(str(path), [(0, "(file)", exc.strerror or str(exc))]) from None
-    return load_definition_text(text, str(path))
+    definition = load_definition_text(text, str(path))
+    module = path.parent / definition.application.module
+    if not module.is_file():
+        line = line_of(yaml.compose(text), ("application", "module"))
+        raise InputError(str(path), [(line, "application.module", f"no such file: {module}")])
+    return definition

@@ -10,7 +10,9 @@ A round of a variant (:func:`run_round`) in its own folder ``<trial dir>/round-N
    variant (I3);
 3. every second, the CPU and memory of the variant's processes (the driver's process tree and the app's
    executors, found by the app id the application reports): psutil;
-4. chaos (D7) at the same offsets from the feed's start in every variant, each injection logged with its time;
+4. chaos (D7) at the same offsets from the feed's start in every variant, each injection logged with its time:
+   SIGKILL of the app's executors, SIGSTOP of the worker JVMs for ``for_s``, or the executors moved into a
+   cgroup whose CFS quota is ``quota`` of a core for ``for_s`` (:mod:`opsflow.adapters.cgroups`);
 5. the stop file, the application's exit, its metrics → a :class:`~config_trials.judge.RoundResult` (a crash,
    a start that never came, or an exit code other than 0 → failed, with the reason and the log's last line).
 
@@ -20,6 +22,7 @@ Everything a round recorded stays in its folder (``metrics.jsonl``, ``usage.json
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,7 +42,9 @@ from config_trials.definition import ChaosAction, TrialDefinition, Variant
 from config_trials.inputs import records
 from config_trials.judge import RoundResult
 from config_trials.measures import application_argv, round_values
+from opsflow.adapters.cgroups import Throttle
 from opsflow.adapters.spark import EXECUTOR_CLASS, JOB_JVM_FLAGS, WORKER_CLASS
+from opsflow.errors import AdapterError
 
 MIB = 1024 * 1024
 
@@ -110,15 +115,10 @@ class _Usage:
             found += self.driver.children(recursive=True)
         except psutil.Error:
             return []
-        if self.app_id:
-            for p in psutil.process_iter(["cmdline"]):
-                cmd = p.info["cmdline"] or []
-                if EXECUTOR_CLASS in cmd and self.app_id in cmd:
-                    found.append(p)
-                    try:
-                        found += p.children(recursive=True)  # the executor's Python workers
-                    except psutil.Error:
-                        continue
+        for p in _executors(self.app_id):
+            found.append(p)
+            with contextlib.suppress(psutil.Error):
+                found += p.children(recursive=True)  # the executor's Python workers
         return found
 
     def sample(self) -> tuple[float, float, float] | None:
@@ -142,9 +142,8 @@ def _inject(action: ChaosAction, app_id: str) -> str:
     """D7: one injection; what it did, for the chaos log."""
     if action.action == "kill-executor":
         killed = []
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info["cmdline"] or []
-            if EXECUTOR_CLASS in cmd and app_id and app_id in cmd:
+        for p in _executors(app_id):
+            with contextlib.suppress(psutil.Error):
                 p.send_signal(signal.SIGKILL)
                 killed.append(p.pid)
         return f"killed executor pid {killed}" if killed else "no executor of the app to kill"
@@ -162,7 +161,29 @@ def _inject(action: ChaosAction, app_id: str) -> str:
 
         threading.Timer(action.for_s, resume).start()
         return f"stopped worker pid {[p.pid for p in workers]} for {action.for_s:g} s"
-    return "throttle-cpu is not available here (no writable cgroup cpu controller): nothing done"
+    pids = []
+    for p in _executors(app_id):
+        pids.append(p.pid)
+        with contextlib.suppress(psutil.Error):
+            pids += [c.pid for c in p.children(recursive=True)]  # its Python workers
+    if not pids:
+        return "no executor of the app to throttle"
+    try:
+        throttle = Throttle(pids, action.quota, f"opsflow-trial-{os.getpid()}-{time.monotonic_ns()}")
+    except AdapterError as exc:
+        return f"{exc}: nothing done"
+    threading.Timer(action.for_s, throttle.release).start()
+    return f"throttled pid {throttle.pids} to {action.quota:.0%} of a core for {action.for_s:g} s"
+
+
+def _executors(app_id: str) -> list[psutil.Process]:
+    """The executor JVMs of the application ``app_id`` on this host."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if app_id and EXECUTOR_CLASS in cmd and app_id in cmd:
+            found.append(p)
+    return found
 
 
 def run_round(

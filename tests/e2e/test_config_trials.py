@@ -2,7 +2,7 @@
 
 The statistics on real Spark are in ``tests/integration/test_trials_spark.py`` (the same flow, in-process); this
 checks the path a user takes: the deployment of ``prefect.yaml``, the cpu worker, the child runs and the report
-of a trial whose application cannot start (every variant FAILED with the reason, the trial still COMPLETED, no
+of a trial whose application exits at once (every variant FAILED with the reason, the trial still COMPLETED, no
 winner), which costs seconds instead of minutes.
 """
 
@@ -26,9 +26,10 @@ pytestmark = pytest.mark.stack
 def test_a_trial_runs_through_the_deployment_and_reports_variants_that_cannot_start(
     stack: StackConfig, tmp_path: Path
 ) -> None:
-    definition = tmp_path / "nothing.yaml"
+    (tmp_path / "crash.py").write_text("raise SystemExit(3)\n")
+    definition = tmp_path / "cannot-start.yaml"
     definition.write_text(
-        EXAMPLE_TRIAL_YAML.replace("examples/config_trials/vehicle_counts.py", "no_such_app.py").replace(
+        EXAMPLE_TRIAL_YAML.replace("vehicle_counts.py", "crash.py").replace(
             "name: checkpoint-interval", "name: cannot-start"
         )
     )
@@ -48,4 +49,5 @@ def test_a_trial_runs_through_the_deployment_and_reports_variants_that_cannot_st
     report = json.loads((tmp_path / "out" / "report.json").read_text())["report"]
     assert report["winner"] == "" and report["comparisons"] == []
     assert {v["status"] for v in report["variants"].values()} == {"failed"}
-    assert all(v["reason"].startswith("round 1: the application exited with") for v in report["variants"].values())
+    reasons = [v["reason"] for v in report["variants"].values()]
+    assert all(r.startswith("round 1: the application exited with 3 before its query ran") for r in reasons), reasons

@@ -100,6 +100,9 @@ def test_module_must_be_python_and_file_errors_name_the_file(tmp_path: Path) -> 
     assert field == "application.module" and "must be a .py file" in msg
     with pytest.raises(InputError, match=r"missing.yaml: \(file\)"):
         load_definition(tmp_path / "missing.yaml")
+    (tmp_path / "no-app.yaml").write_text(EXAMPLE_TRIAL_YAML)
+    with pytest.raises(InputError, match=r"no-app.yaml:3: application.module: no such file: .*vehicle_counts.py"):
+        load_definition(tmp_path / "no-app.yaml")
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     with pytest.raises(InputError, match=r"broken\.yaml:"):
         load_definition(tmp_path / "broken.yaml")
