@@ -243,6 +243,7 @@ def load_definition(path: Path) -> TrialDefinition:
     definition = load_definition_text(text, str(path))
     module = path.parent / definition.application.module
     if not module.is_file():
-        line = line_of(yaml.compose(text), ("application", "module"))
+        node = yaml.compose(text)
+        line = line_of(node, ("application", "module")) if node is not None else 0
         raise InputError(str(path), [(line, "application.module", f"no such file: {module}")])
     return definition
