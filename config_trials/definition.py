@@ -119,8 +119,6 @@ class Variant(_Strict):
     baseline: bool = False
     spark: dict[str, str] = {}
     parameters: dict[str, str] = {}
-    #: GPU variants run on the ``gpu`` work pool.
-    gpu: bool = False
 
 
 class Metric(_Strict):

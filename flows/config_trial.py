@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -88,11 +89,17 @@ def config_trial(definition_path: str, trial_dir: str, spark_block: str = "local
     failed: set[str] = set()
     names = [v.name for v in definition.variants]
     for r in range(definition.rounds):
-        order = round_order(names, definition.seed, r) if definition.mode == "sequential" else names
-        for name in order:
-            if name in failed:
-                continue
-            state = variant_round(target, definition, str(path.parent), name, r + 1, str(out), return_state=True)
+        live = [n for n in names if n not in failed]
+
+        def one(name: str, r: int = r) -> Any:
+            return variant_round(target, definition, str(path.parent), name, r + 1, str(out), return_state=True)
+
+        if definition.mode == "sequential":
+            states = [(name, one(name)) for name in round_order(live, definition.seed, r)]
+        else:  # parallel: every variant's round at once (each application capped with spark.cores.max)
+            with ThreadPoolExecutor(max_workers=len(live)) as pool:
+                states = list(zip(live, pool.map(one, live), strict=True))
+        for name, state in states:
             if state.is_completed():
                 results.append(state.result())
             else:

@@ -3,7 +3,8 @@
 The statistics on real Spark are in ``tests/integration/test_trials_spark.py`` (the same flow, in-process); this
 checks the path a user takes: the deployment of ``prefect.yaml``, the cpu worker, the child runs and the report
 of a trial whose application exits at once (every variant FAILED with the reason, the trial still COMPLETED, no
-winner), which costs seconds instead of minutes.
+winner), which costs seconds instead of minutes. It runs in parallel mode (both variants' rounds at once); the
+integration test runs the sequential mode.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def test_a_trial_runs_through_the_deployment_and_reports_variants_that_cannot_st
     (tmp_path / "crash.py").write_text("raise SystemExit(3)\n")
     definition = tmp_path / "cannot-start.yaml"
     definition.write_text(
-        EXAMPLE_TRIAL_YAML.replace("vehicle_counts.py", "crash.py").replace(
-            "name: checkpoint-interval", "name: cannot-start"
-        )
+        EXAMPLE_TRIAL_YAML.replace("vehicle_counts.py", "crash.py")
+        .replace("name: checkpoint-interval", "name: cannot-start")
+        .replace("mode: sequential", "mode: parallel")
     )
     started = opsflow.connect(stack.home).trials.run(definition, tmp_path / "out")
     assert started.url.endswith(f"/runs/flow-run/{started.flow_run_id}")
