@@ -10,6 +10,7 @@ stopping mode, a look at the verdicts; at the end the report (markdown artifact,
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +91,9 @@ def config_trial(definition_path: str, trial_dir: str, spark_block: str = "local
     names = [v.name for v in definition.variants]
     for r in range(definition.rounds):
         live = [n for n in names if n not in failed]
+        if not live:
+            logger.warning("every variant failed: no round %d", r + 1)
+            break
 
         def one(name: str, r: int = r) -> Any:
             return variant_round(target, definition, str(path.parent), name, r + 1, str(out), return_state=True)
@@ -97,8 +101,10 @@ def config_trial(definition_path: str, trial_dir: str, spark_block: str = "local
         if definition.mode == "sequential":
             states = [(name, one(name)) for name in round_order(live, definition.seed, r)]
         else:  # parallel: every variant's round at once (each application capped with spark.cores.max)
+            # Each thread runs in a copy of this context, so that Prefect sees the trial's run as the parent.
             with ThreadPoolExecutor(max_workers=len(live)) as pool:
-                states = list(zip(live, pool.map(one, live), strict=True))
+                futures = [pool.submit(contextvars.copy_context().run, one, name) for name in live]
+                states = [(name, f.result()) for name, f in zip(live, futures, strict=True)]
         for name, state in states:
             if state.is_completed():
                 results.append(state.result())
