@@ -232,15 +232,18 @@ def load_definition_text(text: str, source: str = "trial.yaml") -> TrialDefiniti
     return definition
 
 
-def load_definition(path: Path) -> TrialDefinition:
-    """D8: :func:`load_definition_text` of a file (errors name the file); the module must exist next to it."""
+def load_definition(path: Path, check_module: bool = True) -> TrialDefinition:
+    """D8: :func:`load_definition_text` of a file (errors name the file); the module must exist next to it.
+
+    ``check_module=False`` for the copy a trial folder keeps (its report is rebuilt without the application).
+    """
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(str(path), [(0, "(file)", exc.strerror or str(exc))]) from None
     definition = load_definition_text(text, str(path))
     module = path.parent / definition.application.module
-    if not module.is_file():
+    if check_module and not module.is_file():
         node = yaml.compose(text)
         line = line_of(node, ("application", "module")) if node is not None else 0
         raise InputError(str(path), [(line, "application.module", f"no such file: {module}")])

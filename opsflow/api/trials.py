@@ -98,7 +98,7 @@ class TrialsAPI:
         definition = here / "definition.yaml"
         if not definition.exists():
             raise NotFoundError(f"{here} holds no trial (no definition.yaml)")
-        return write_report(here, load_definition(definition))
+        return write_report(here, load_definition(definition, check_module=False))
 
     def calibrate(self, definition: str | Path, trials: int = 2000, seed: int = 0) -> Calibration:
         """A/A on simulated rounds shaped like the definition's (AR(1) samples, phi 0.9, 60 per round)."""

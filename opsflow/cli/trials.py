@@ -60,7 +60,7 @@ def report(trial_dir: Annotated[Path, typer.Argument(help="A trial's folder")]) 
     from config_trials.report import render_markdown
 
     result = _api().report(trial_dir)
-    console.print(Markdown(render_markdown(load_definition(trial_dir / "definition.yaml"), result)))
+    console.print(Markdown(render_markdown(load_definition(trial_dir / "definition.yaml", check_module=False), result)))
 
 
 @app.command()
