@@ -24,7 +24,7 @@ from pathlib import Path
 from config_trials.definition import TrialDefinition
 from config_trials.judge import RoundResult, TrialReport, judge
 from config_trials.measures import samples
-from config_trials.spark_runner import round_dir
+from config_trials.spark_runner import read_events, round_dir
 from config_trials.stats import ewma
 
 #: the metrics drawn, as in the paper's figures
@@ -71,20 +71,16 @@ def load_results(trial_dir: Path) -> list[RoundResult]:
     return sorted(found, key=lambda r: (r.round, r.variant))
 
 
-def series(trial_dir: Path, definition: TrialDefinition, variant: str, metric: str) -> list[tuple[int, float]]:
-    """Per second since the feed started: the median across rounds of the samples in that second."""
+def series(trial_dir: Path, rounds: list[RoundResult], metric: str) -> list[tuple[int, float]]:
+    """Per second since the feed started: the median across ``rounds`` (one variant's) of that second's samples."""
     per_second: dict[int, list[float]] = {}
-    for r in range(definition.rounds):
-        here = round_dir(trial_dir, r, variant)
-        result = here / "result.json"
-        if not result.exists() or RoundResult.model_validate_json(result.read_text()).failed:
-            continue
-        events = [json.loads(x) for x in (here / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    for result in rounds:
+        here = round_dir(trial_dir, result.round, result.variant)
+        events = read_events(here / "metrics.jsonl")
         usage = [tuple(u) for u in json.loads((here / "usage.json").read_text())]
         ready = next((float(e["t"]) for e in events if e.get("kind") == "ready"), None)
-        feed = _feed_start(here, ready)
         by_second: dict[int, list[float]] = {}
-        for at, value in samples(events, usage, feed)[metric]:
+        for at, value in samples(events, usage, _feed_start(here, ready))[metric]:
             if at >= 0:
                 by_second.setdefault(int(at), []).append(value)
         for second, values in by_second.items():
@@ -95,16 +91,16 @@ def series(trial_dir: Path, definition: TrialDefinition, variant: str, metric: s
 def _feed_start(here: Path, fallback: float | None) -> float:
     """When the feed of a round started: the first input file's records carry its emit time."""
     first = here / "input" / "s-000000.json"
-    if first.exists():
-        line = first.read_text().splitlines()[0] if first.read_text().strip() else ""
-        if line:
-            return float(json.loads(line)["emit_ts"])
+    lines = first.read_text().splitlines() if first.exists() else []
+    if lines and lines[0].strip():
+        return float(json.loads(lines[0])["emit_ts"])
     return fallback or 0.0
 
 
 def write_report(trial_dir: Path, definition: TrialDefinition, span: float = 5.0) -> TrialReport:
     """``report.md``, ``report.json`` (every number) and one PNG per plotted metric, in ``trial_dir``."""
-    report = judge(definition, load_results(trial_dir))
+    results = load_results(trial_dir)
+    report = judge(definition, results)
     (trial_dir / "report.md").write_text(render_markdown(definition, report))
     (trial_dir / "report.json").write_text(
         json.dumps({"definition": definition.model_dump(), "report": report.model_dump()}, indent=1)
@@ -115,7 +111,10 @@ def write_report(trial_dir: Path, definition: TrialDefinition, span: float = 5.0
     import matplotlib.pyplot as plt
 
     for metric in (m for m in PLOTTED if m in definition.metrics):
-        drawn = {v.name: series(trial_dir, definition, v.name, metric) for v in definition.variants}
+        drawn = {
+            v.name: series(trial_dir, [r for r in results if r.variant == v.name and not r.failed], metric)
+            for v in definition.variants
+        }
         drawn = {name: points for name, points in drawn.items() if points}
         if not drawn:
             continue  # no round left samples of it (every variant failed): no empty plot

@@ -83,7 +83,8 @@ def round_dir(trial_dir: Path, round_index: int, variant: str) -> Path:
     return trial_dir / f"round-{round_index + 1:02d}" / variant
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a round's ``metrics.jsonl`` (none when it is missing; a line cut off by a crash skipped)."""
     if not path.exists():
         return []
     out = []
@@ -239,7 +240,7 @@ def _drive(
         return RoundResult(variant=variant.name, round=round_index, failed=reason)
 
     deadline = time.monotonic() + target.start_timeout_s
-    while not any(e.get("kind") == "ready" for e in _events(metrics)):
+    while not any(e.get("kind") == "ready" for e in read_events(metrics)):
         if proc.poll() is not None:
             return failed(
                 f"the application exited with {proc.returncode} before its query ran: {_last_line(here / 'app.log')}"
@@ -247,7 +248,7 @@ def _drive(
         if time.monotonic() > deadline:
             return failed(f"the application's query did not start within {target.start_timeout_s:g} s")
         time.sleep(0.2)
-    app_id = next(str(e.get("app_id", "")) for e in _events(metrics) if e.get("kind") == "ready")
+    app_id = next(str(e.get("app_id", "")) for e in read_events(metrics) if e.get("kind") == "ready")
     usage_meter = _Usage(psutil.Process(proc.pid))
     usage_meter.app_id = app_id
     usage: list[tuple[float, float, float]] = []
@@ -294,7 +295,7 @@ def _drive(
     if code != 0:
         how = f"exited with {code}" if code is not None else f"did not stop within {target.stop_timeout_s:g} s"
         return failed(f"the application {how}: {_last_line(here / 'app.log')}")
-    values = round_values(_events(metrics), usage, started, definition.warmup_s)
+    values = round_values(read_events(metrics), usage, started, definition.warmup_s)
     return RoundResult(
         variant=variant.name,
         round=round_index,

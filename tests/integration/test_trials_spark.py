@@ -29,11 +29,10 @@ from config_trials.inputs import round_hash
 from config_trials.judge import TrialReport
 from config_trials.report import load_results, write_report
 from config_trials.spark_runner import round_dir
-from opsflow.stack.base import StackError
 from opsflow.stack.config import StackConfig
 from opsflow.stack.env import child_env
 from opsflow.stack.spark import SparkComponent
-from tests.support import unavailable
+from tests.support import start_or_unavailable
 
 pytestmark = pytest.mark.stack
 PORT_OFFSET = 27000
@@ -82,14 +81,7 @@ class Outcome(BaseModel):
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkComponent]:
     cfg = StackConfig(home=tmp_path_factory.mktemp("trials"), spark_workers=1).shifted(PORT_OFFSET)
     comp = SparkComponent(cfg, child_env(cfg))
-    ok, why = comp.enabled()
-    if not ok:
-        unavailable(f"Spark cannot run here: {why}")
-    try:
-        comp.start()
-    except StackError as exc:
-        comp.stop()
-        unavailable(f"Spark did not start: {exc}")
+    start_or_unavailable(comp)
     yield comp
     comp.stop()
 
