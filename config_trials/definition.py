@@ -16,6 +16,10 @@ Rules (seed 001, Timon §III-IV; notes ``config-trials-anchors.md`` §1, §3):
   rounds reach 0.031 at best, too little for 2 comparisons at 0.05; 5 unpaired rounds reach 0.0079.
 - D6 ``mode``: ``sequential`` (one variant after another inside each round, in a seeded random order: the fair
   choice on a small machine) or ``parallel`` (all at once, each capped with ``spark.cores.max``).
+- D6b ``pool``: where a variant's driver runs. ``cpu`` (the default): inside the trial's own run, on the ``cpu``
+  pool; ``gpu``: each of its rounds is a run of the ``variant-round/gpu`` deployment, so a GPU worker's host
+  submits it (its Spark settings ask for the GPUs, e.g. ``spark.executor.resource.gpu.amount``); with no GPU
+  worker online the variant fails with that reason and the others go on.
 - D7 chaos is a seeded schedule of actions at offsets inside a round, applied identically to every variant.
 - D8 every mistake is reported as ``file:line: field: message``.
 
@@ -119,6 +123,8 @@ class Variant(_Strict):
     baseline: bool = False
     spark: dict[str, str] = {}
     parameters: dict[str, str] = {}
+    #: D6b: the work pool whose worker submits the variant's rounds
+    pool: Literal["cpu", "gpu"] = "cpu"
 
 
 class Metric(_Strict):

@@ -47,6 +47,8 @@ class RoundResult(BaseModel):
     values: dict[str, float | None] = {}
     failed: str | None = None
     input_sha256: str = ""
+    #: when its feed started (Unix time): in parallel mode the same moment for every variant of the round
+    fed_from: float | None = None
 
 
 class MetricComparison(BaseModel):

@@ -11,6 +11,9 @@ Rules (seed 001 L75, L78; S1 of :mod:`config_trials.stats`):
   each variant is as often early as late, and a rerun draws the same orders.
 - M4 the command of a variant's application: the trial's arguments, then the variant's parameters as
   ``--name value``, then the runner's own paths; Spark settings as ``--conf`` (the variant's last).
+- M5 parallel mode runs every live variant at once, so the cluster must grant all of them their executors at
+  the same time (``spark.cores.max`` cores and ``spark.executor.memory`` each): a round that would leave one
+  waiting for a free core is not started (:func:`parallel_shortfall`).
 
 Example:
     >>> events = [{"kind": "batch", "t": 100.5, "latency_median": 1.2}, {"kind": "batch", "t": 112.0,
@@ -23,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -73,6 +77,50 @@ def round_order(names: Sequence[str], seed: int, round_index: int) -> list[str]:
     order = list(names)
     random.Random(f"{seed}:order:{round_index}").shuffle(order)
     return order
+
+
+def memory_mib(size: str) -> int:
+    """A Spark memory setting (``512m``, ``2g``, ``1t``; a bare number is MiB, as for executors) in MiB.
+
+    >>> memory_mib("512m"), memory_mib("2g"), memory_mib("1024")
+    (512, 2048, 1024)
+    """
+    text = size.strip().lower().removesuffix("b")
+    scale = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    if text and text[-1] in scale:
+        return int(float(text[:-1]) * scale[text[-1]])
+    return int(float(text))
+
+
+def parallel_shortfall(
+    definition: TrialDefinition, base_conf: Mapping[str, str], free_cores: int, free_memory_mib: int
+) -> str | None:
+    """M5: why a parallel round cannot get every variant its executors at once (None: it can, or sequential).
+
+    >>> from config_trials.definition import EXAMPLE_TRIAL_YAML, load_definition_text
+    >>> d = load_definition_text(EXAMPLE_TRIAL_YAML.replace("mode: sequential", "mode: parallel"))
+    >>> parallel_shortfall(d, {"spark.executor.memory": "512m"}, free_cores=1, free_memory_mib=4096)
+    'parallel mode runs 2 applications at once: they need 2 cores and 1024 MiB of executors, the workers have \
+1 cores and 4096 MiB free'
+    >>> parallel_shortfall(d, {"spark.executor.memory": "512m"}, free_cores=2, free_memory_mib=1024) is None
+    True
+    """
+    if definition.mode != "parallel":
+        return None
+    cores = memory = 0
+    for variant in definition.variants:
+        conf = {**base_conf, **variant.spark}
+        app_cores = int(conf.get("spark.cores.max", "1"))
+        # standalone: without spark.executor.cores an application gets one executor with all its cores
+        executors = math.ceil(app_cores / int(conf.get("spark.executor.cores", app_cores)))
+        cores += app_cores
+        memory += executors * memory_mib(conf.get("spark.executor.memory", "1g"))
+    if cores <= free_cores and memory <= free_memory_mib:
+        return None
+    return (
+        f"parallel mode runs {len(definition.variants)} applications at once: they need {cores} cores and "
+        f"{memory} MiB of executors, the workers have {free_cores} cores and {free_memory_mib} MiB free"
+    )
 
 
 def application_argv(

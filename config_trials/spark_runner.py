@@ -10,6 +10,9 @@ A round of a variant (:func:`run_round`) in its own folder ``<trial dir>/round-N
    variant (I3);
 3. every second, the CPU and memory of the variant's processes (the driver's process tree and the app's
    executors, found by the app id the application reports): psutil;
+   in parallel mode (D6) the variants of a round start their feeds at one common moment, agreed through marker
+   files in the round's folder (:func:`start_together`), so that they share the machine's load over the same
+   seconds and a chaos schedule hits all of them at once;
 4. chaos (D7) at the same offsets from the feed's start in every variant, each injection logged with its time:
    SIGKILL of the app's executors, SIGSTOP of the worker JVMs for ``for_s``, or the executors moved into a
    cgroup whose CFS quota is ``quota`` of a core for ``for_s`` (:mod:`opsflow.adapters.cgroups`);
@@ -65,9 +68,12 @@ def default_conf(python: str) -> dict[str, str]:
     """Settings for a driver on this host: loopback, no UI, the project's interpreter, fast-starting JVMs.
 
     A round lasts seconds, so the JVMs' start-up counts: C1 only and the serial collector (as for the stack's
-    short jobs), the same for every variant.
+    short jobs), the same for every variant. The application is small: 512 MiB of heap for the driver and each
+    executor, so that parallel mode fits several variants on a small worker.
     """
     return {
+        "spark.driver.memory": "512m",
+        "spark.executor.memory": "512m",
         "spark.ui.enabled": "false",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
@@ -187,6 +193,61 @@ def _executors(app_id: str) -> list[psutil.Process]:
     return found
 
 
+#: seconds between the last peer's "ready" and the common feed start (every peer polls the markers far faster)
+START_MARGIN_S = 1.0
+
+
+class Peers(BaseModel):
+    """D6: the variants that run one round at the same time, and the key of that round's start (fresh per round,
+    so that the markers of an earlier run in the same folder are never taken for this one's)."""
+
+    variants: list[str]
+    key: str
+
+
+def _marks_dir(round_folder: Path, peers: Peers) -> Path:
+    return round_folder / ".start" / peers.key
+
+
+def _mark(round_folder: Path, peers: Peers, variant: str, **fields: Any) -> None:
+    marks = _marks_dir(round_folder, peers)
+    marks.mkdir(parents=True, exist_ok=True)
+    tmp = marks / f".{variant}.tmp"
+    tmp.write_text(json.dumps(fields))
+    os.replace(tmp, marks / f"{variant}.json")
+
+
+def _marks(round_folder: Path, peers: Peers) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in _marks_dir(round_folder, peers).glob("*.json"):
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def start_together(
+    round_folder: Path, variant: str, peers: Peers, timeout_s: float, log: Callable[[str], None]
+) -> float:
+    """D6: mark ``variant`` ready, wait until every peer is ready or gone, return the common feed start.
+
+    The start is the last ready time plus :data:`START_MARGIN_S`, so every peer computes the same moment from
+    the same files (the round's folder may be on a filesystem shared by several hosts). A peer that has said
+    nothing within ``timeout_s`` is not waited for (logged): the others start without it.
+    """
+    _mark(round_folder, peers, variant, ready_at=time.time())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        marks = _marks(round_folder, peers)
+        missing = [p for p in peers.variants if p not in marks]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if missing:
+        log(f"{variant}: {', '.join(missing)} not ready within {timeout_s:g} s; starting without them")
+    ready = [float(m["ready_at"]) for m in marks.values() if "ready_at" in m]
+    return max(ready) + START_MARGIN_S
+
+
 def run_round(
     target: SparkTarget,
     definition: TrialDefinition,
@@ -195,8 +256,13 @@ def run_round(
     round_index: int,
     trial_dir: Path,
     log: Callable[[str], None] = lambda _: None,
+    peers: Peers | None = None,
 ) -> RoundResult:
-    """Steps 1-5 of the module docstring; a rerun of the same round starts its folder afresh."""
+    """Steps 1-5 of the module docstring; a rerun of the same round starts its folder afresh.
+
+    ``peers``: the variants running this round at the same time (parallel mode), ``variant`` among them; they
+    start their feeds together (:func:`start_together`).
+    """
     here = round_dir(trial_dir, round_index, variant.name)
     shutil.rmtree(here, ignore_errors=True)
     inbox, stop, metrics = here / "input", here / "STOP", here / "metrics.jsonl"
@@ -216,8 +282,10 @@ def run_round(
             argv, env=target.env, cwd=here, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     try:
-        result = _drive(target, definition, variant, round_index, here, proc, log)
+        result = _drive(target, definition, variant, round_index, here, proc, log, peers)
     finally:
+        if peers and variant.name not in _marks(here.parent, peers):
+            _mark(here.parent, peers, variant.name, gone=True)  # failed before its query ran: nobody waits for it
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -233,6 +301,7 @@ def _drive(
     here: Path,
     proc: subprocess.Popen[bytes],
     log: Callable[[str], None],
+    peers: Peers | None,
 ) -> RoundResult:
     inbox, stop, metrics = here / "input", here / "STOP", here / "metrics.jsonl"
 
@@ -256,6 +325,9 @@ def _drive(
     pending = sorted(definition.chaos, key=lambda c: c.at_s)
     digest = hashlib.sha256()
     started = time.time()
+    if peers:
+        started = start_together(here.parent, variant.name, peers, target.start_timeout_s, log)
+        _sleep_until(started)
     log(f"{variant.name} round {round_index + 1}: feeding {definition.round_s:g} s ({app_id})")
     for second in range(int(definition.round_s)):
         _sleep_until(started + second)
@@ -301,6 +373,7 @@ def _drive(
         round=round_index,
         values={m: values.get(m) for m in definition.metrics},
         input_sha256=digest.hexdigest(),
+        fed_from=started,
     )
 
 

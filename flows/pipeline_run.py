@@ -24,9 +24,10 @@ from prefect.runtime import flow_run
 from pydantic import Field, create_model
 
 from blocks import PipelineStore, load_block
+from opsflow.adapters.prefect_pools import online_workers
 from stage_pipeline.definition import PipelineDefinition
 from stage_pipeline.models import PendingDecision, Project, ProjectStatus
-from stage_pipeline.prefect_api import flow_run_state, mark_crashed, online_workers, stage_deployment
+from stage_pipeline.prefect_api import flow_run_state, mark_crashed, stage_deployment
 from stage_pipeline.steps import (
     Decision,
     Step,

@@ -16,7 +16,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, WorkerStatus
+from prefect.client.schemas.objects import FlowRun
 from prefect.states import Crashed
 
 from opsflow.errors import AdapterError
@@ -28,18 +28,6 @@ PIPELINE_DEPLOYMENT = "pipeline-run/pipeline-run"
 def stage_deployment(pool: str) -> str:
     """The deployment of the stage flow on work pool ``pool`` (its name is the pool's)."""
     return f"stage-run/{pool}"
-
-
-def online_workers(pool: str) -> list[str]:
-    """Names of the workers of ``pool`` the server sees ONLINE (heartbeat within its window); [] for no pool."""
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            workers = client.read_workers_for_work_pool(work_pool_name=pool)
-        except ObjectNotFound:
-            return []
-    return [w.name for w in workers if w.status == WorkerStatus.ONLINE]
 
 
 def start_pipeline_run(

@@ -1,17 +1,15 @@
 """A configuration trial on the real Spark standalone cluster, run by the ``config-trial`` flow against a real
 Prefect server (Prefect's test harness: a temporary server on SQLite), with its child runs and artifacts.
 
-One trial, run once for the module: the baseline, a variant with a known slowdown (a fixed sleep per batch) and
-one configured to fail (a window Spark cannot parse), 5 rounds in sequential mode,
-the worker stopped for a second at the same offset of every round. Every variant's round is a real
-``spark-submit`` of ``examples/config_trials/vehicle_counts.py``. The tests read what the flow returned, its
-child runs and artifacts on the server, and the files the rounds left.
+One trial, run once for the module, in parallel mode (every variant's round at once, one core each, their feeds
+started together): the baseline, its identical twin (the A/A check: not declared different), a variant with a
+known slowdown (a fixed sleep per batch) and one configured to fail (a window Spark cannot parse), 5 rounds, the
+worker stopped for a second at the same moment of every round. Every variant's round is a real ``spark-submit``
+of ``examples/config_trials/vehicle_counts.py``. The tests read what the flow returned, its child runs and
+artifacts on the server, and the files the rounds left. Sequential mode (the default) goes through the
+deployment in ``tests/e2e/test_config_trials.py`` and the demo.
 
-A round costs about 30 s here (about 20 s of driver and executor start-up and warm-up, 5 s of feed, the stop),
-so the module takes about six minutes with 11 rounds; the A/A property (identical variants are not declared
-different) is therefore checked on simulated rounds (``tests/unit/test_trials_stats.py``, ``opsflow trials
-calibrate``), not with a twin variant here. The stack's own Spark is not used: beside the whole stack on two
-cores a round's start-up takes 40-60 s.
+The stack's own Spark is not used: beside the whole stack on two cores a round's start-up takes 40-60 s.
 """
 
 from __future__ import annotations
@@ -51,6 +49,8 @@ variants:
   - name: base
     baseline: true
     parameters: {{trigger: "1 second"}}
+  - name: twin
+    parameters: {{trigger: "1 second"}}
   - name: slow
     parameters: {{trigger: "1 second", batch-delay-ms: "1500"}}
   - name: broken
@@ -61,6 +61,7 @@ warmup_s: 1.5
 metrics:
   latency: {{direction: lower, critical: true, band: 0.10}}
 seed: 2
+mode: parallel
 chaos:
   - {{at_s: 3, action: stop-worker, for_s: 1}}
 """
@@ -72,6 +73,8 @@ class Outcome(BaseModel):
     state: str
     report: TrialReport
     children: dict[str, tuple[str, str]]
+    #: what the server stored of each child run's parameters
+    parameters: dict[str, str]
     artifacts: dict[str, Any]
     out: Path
     definition: TrialDefinition
@@ -79,7 +82,10 @@ class Outcome(BaseModel):
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkComponent]:
-    cfg = StackConfig(home=tmp_path_factory.mktemp("trials"), spark_workers=1).shifted(PORT_OFFSET)
+    # one worker with a core and 512 MiB per variant (two physical cores: Spark does not check)
+    cfg = StackConfig(
+        home=tmp_path_factory.mktemp("trials"), spark_workers=1, spark_worker_cores=4, spark_worker_memory="2g"
+    ).shifted(PORT_OFFSET)
     comp = SparkComponent(cfg, child_env(cfg))
     start_or_unavailable(comp)
     yield comp
@@ -119,6 +125,7 @@ def trial(spark: SparkComponent, tmp_path_factory: pytest.TempPathFactory) -> Ou
         children={
             r.name: (r.state.type.value if r.state else "?", r.state.message or "" if r.state else "") for r in runs
         },
+        parameters={r.name: json.dumps(r.parameters) for r in runs},
         artifacts=artifacts,
         out=out,
         definition=load_definition(definition),
@@ -134,14 +141,22 @@ def test_the_known_slowdown_is_worse_on_latency_with_a_corrected_p_below_alpha(t
     assert trial.report.winner == "base"
 
 
+def test_the_identical_twin_is_not_declared_different(trial: Outcome) -> None:
+    [twin] = [c for c in trial.report.comparisons if c.variant == "twin"]
+    assert twin.verdict in ("same", "inconclusive"), twin
+    assert trial.report.variants["twin"].status != "disqualified"
+
+
 def test_every_variant_round_is_a_child_run_and_the_failing_variant_failed_once_with_its_reason(
     trial: Outcome,
 ) -> None:
     assert trial.state == "COMPLETED"
     states = {name: state for name, (state, _) in trial.children.items()}
-    expected = {f"{v} round {r}": "COMPLETED" for v in ("base", "slow") for r in range(1, ROUNDS + 1)}
+    expected = {f"{v} round {r}": "COMPLETED" for v in ("base", "twin", "slow") for r in range(1, ROUNDS + 1)}
     assert states == {**expected, "broken round 1": "FAILED"}, states
     assert "the application exited with 1" in trial.children["broken round 1"][1]
+    for name, stored in trial.parameters.items():  # the Block's name, not the trial process's environment
+        assert '"spark_block": "trials-test"' in stored and "PATH" not in stored, (name, stored)
     broken = trial.report.variants["broken"]
     assert broken.status == "failed" and broken.rounds == 1
     assert broken.reason.startswith("round 1: the application exited with 1"), broken.reason
@@ -151,20 +166,24 @@ def test_every_variant_read_the_same_seeded_input_and_was_measured(trial: Outcom
     assert trial.report.input_consistent
     d = trial.definition
     for r in range(ROUNDS):
-        for v in ("base", "slow"):
+        for v in ("base", "twin", "slow"):
             result = json.loads((round_dir(trial.out, r, v) / "result.json").read_text())
             assert result["input_sha256"] == round_hash(d.input.seed, r, int(d.round_s), d.input.vehicles), (r, v)
             assert result["values"]["latency"] > 0
 
 
-def test_chaos_hit_every_variant_at_the_same_offset(trial: Outcome) -> None:
-    offsets = []
+def test_the_variants_of_a_round_fed_together_and_chaos_hit_them_at_the_same_moment(trial: Outcome) -> None:
     for r in range(ROUNDS):
-        for v in ("base", "slow"):
+        fed, hit = [], []
+        for v in ("base", "twin", "slow"):
+            fed_from = json.loads((round_dir(trial.out, r, v) / "result.json").read_text())["fed_from"]
             [chaos] = json.loads((round_dir(trial.out, r, v) / "chaos.json").read_text())
             assert chaos["action"] == "stop-worker" and chaos["did"].startswith("stopped worker pid"), chaos
-            offsets.append(chaos["at_s"])
-    assert max(offsets) - min(offsets) < 1.0 and min(offsets) >= 3.0, offsets
+            assert chaos["at_s"] >= 3.0, chaos
+            fed.append(fed_from)
+            hit.append(fed_from + chaos["at_s"])
+        assert max(fed) - min(fed) < 0.2, (r, fed)
+        assert max(hit) - min(hit) < 1.0, (r, hit)
 
 
 def test_the_report_is_an_artifact_and_files_rebuilt_from_the_raw_data(trial: Outcome) -> None:
@@ -173,7 +192,7 @@ def test_the_report_is_an_artifact_and_files_rebuilt_from_the_raw_data(trial: Ou
     for name in ("report.md", "report.json", "latency.png", "definition.yaml"):
         assert (trial.out / name).stat().st_size > 0, name
     assert (trial.out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(load_results(trial.out)) == 2 * ROUNDS + 1
+    assert len(load_results(trial.out)) == 3 * ROUNDS + 1
     assert write_report(trial.out, trial.definition) == trial.report
     stored = json.loads((trial.out / "report.json").read_text())["report"]
     assert TrialReport.model_validate(stored) == trial.report

@@ -31,6 +31,13 @@ def test_the_example_file_is_the_documented_example() -> None:
     assert load_definition(path) == load_definition_text(EXAMPLE_TRIAL_YAML)
 
 
+def test_the_second_knob_example_varies_shuffle_partitions_at_one_trigger() -> None:
+    d = load_definition(ROOT / "examples" / "config_trials" / "partitions.yaml")
+    assert {v.parameters["trigger"] for v in d.variants} == {"2 seconds"}
+    assert [v.spark["spark.sql.shuffle.partitions"] for v in d.variants] == ["2", "8", "200"]
+    assert d.baseline.name == "partitions-2"
+
+
 def test_the_example_loads_with_its_defaults() -> None:
     d = load_definition_text(EXAMPLE_TRIAL_YAML)
     assert d.baseline.name == "trigger-2s" and [v.name for v in d.challengers] == ["trigger-6s"]
