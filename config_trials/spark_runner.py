@@ -89,6 +89,18 @@ def round_dir(trial_dir: Path, round_index: int, variant: str) -> Path:
     return trial_dir / f"round-{round_index + 1:02d}" / variant
 
 
+def record_result(trial_dir: Path, result: RoundResult) -> RoundResult:
+    """Keep a round's result in its folder (``result.json``), where the report is rebuilt from; returns it.
+
+    The runner records every round it ran; the flow records the rounds that never reached a runner (no worker
+    of the variant's pool, a pool run that never ended), so that a rebuilt report knows why as well.
+    """
+    here = round_dir(trial_dir, result.round, result.variant)
+    here.mkdir(parents=True, exist_ok=True)
+    (here / "result.json").write_text(result.model_dump_json(indent=1))
+    return result
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of a round's ``metrics.jsonl`` (none when it is missing; a line cut off by a crash skipped)."""
     if not path.exists():
@@ -289,8 +301,7 @@ def run_round(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    (here / "result.json").write_text(result.model_dump_json(indent=1))
-    return result
+    return record_result(trial_dir, result)
 
 
 def _drive(

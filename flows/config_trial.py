@@ -32,7 +32,7 @@ from config_trials.definition import TrialDefinition, load_definition
 from config_trials.judge import RoundResult, judge
 from config_trials.measures import parallel_shortfall, round_order
 from config_trials.report import render_markdown, write_report
-from config_trials.spark_runner import Peers, SparkTarget, default_conf, round_dir, run_round
+from config_trials.spark_runner import Peers, SparkTarget, default_conf, record_result, round_dir, run_round
 from opsflow.adapters.prefect_pools import online_workers
 from opsflow.adapters.spark import spark_home
 from opsflow.errors import OpsflowError
@@ -97,7 +97,7 @@ def _round_result(out: Path, variant: str, round_index: int, state: State[Any]) 
         if state.is_completed() or result.failed:
             return result
     reason = "it ended without a recorded result" if state.is_completed() else state.message or state.name
-    return RoundResult(variant=variant, round=round_index, failed=reason)
+    return record_result(out, RoundResult(variant=variant, round=round_index, failed=reason))
 
 
 def _round_on_pool(pool: str, parameters: dict[str, Any], wait_s: float) -> State[Any]:
