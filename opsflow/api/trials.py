@@ -47,6 +47,8 @@ class TrialPlan(BaseModel):
     smallest_p: float
     runs: int
     minutes_at_least: float
+    #: the variants whose rounds run on another pool than the trial's own (``cpu``): name -> pool
+    elsewhere: dict[str, str] = {}
 
 
 class TrialRun(BaseModel):
@@ -123,6 +125,7 @@ def _plan(d: TrialDefinition) -> TrialPlan:
         smallest_p=smallest_p(d.rounds, d.pairing),
         runs=runs,
         minutes_at_least=round(seconds / 60, 1),
+        elsewhere={v.name: v.pool for v in d.variants if v.pool != "cpu"},
     )
 
 

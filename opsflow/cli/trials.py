@@ -41,6 +41,8 @@ def validate(definition: Definition) -> None:
         f"{plan.comparisons} comparisons (Holm), {plan.pairing} rounds: smallest possible p {plan.smallest_p:.3g}\n"
         f"{plan.runs} application runs, at least {plan.minutes_at_least:g} min"
     )
+    for variant, pool in plan.elsewhere.items():
+        console.print(f"{variant}: its rounds run on the {pool} pool (variant-round/{pool})")
 
 
 @app.command()

@@ -38,6 +38,25 @@ def test_validate_shows_what_the_example_will_run() -> None:
     assert "checkpoint-interval: 2 variants (trigger-2s, trigger-6s; baseline trigger-2s), 5 rounds" in out
     assert "2 comparisons (Holm), none rounds: smallest possible p 0.00794" in out
     assert "10 application runs, at least 3.3 min" in out
+    assert "pool" not in out
+
+
+def test_validate_names_the_variants_that_run_on_the_gpu_pool(tmp_path: Path) -> None:
+    (tmp_path / "vehicle_counts.py").write_text("")
+    gpu = tmp_path / "gpu.yaml"
+    gpu.write_text(EXAMPLE_TRIAL_YAML.replace('parameters: {trigger: "6 seconds"}', 'pool: gpu\n    parameters: {}'))
+    code, out = invoke("trials", "validate", str(gpu))
+    assert code == 0, out
+    assert "trigger-6s: its rounds run on the gpu pool (variant-round/gpu)" in out
+
+
+def test_a_pool_other_than_cpu_or_gpu_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "vehicle_counts.py").write_text("")
+    bad = tmp_path / "tpu.yaml"
+    bad.write_text(EXAMPLE_TRIAL_YAML.replace('parameters: {trigger: "6 seconds"}', 'pool: tpu\n    parameters: {}'))
+    code, out = invoke("trials", "validate", str(bad))
+    line = bad.read_text().splitlines().index("    pool: tpu") + 1
+    assert code == 2 and f"{bad}:{line}: variants.1.pool" in out, out
 
 
 def test_validate_of_a_bad_file_names_file_line_and_field(tmp_path: Path) -> None:
