@@ -74,6 +74,8 @@ from spark_scaler.models import Action, ScalerState
 from spark_scaler.policy import decide
 
 PORT_OFFSET = 26000
+#: our policy with its default switches (the base of --variant)
+OURS = OpsflowConfig(policy="opsflow")
 MIN_WORKERS = 1
 MAX_WORKERS = 3
 #: One task: TASK_SLICES x (SLICE_S of CPU work, then SLICE_S asleep) = 1 s CPU in 2 s (unloaded).
@@ -439,7 +441,7 @@ def running_at(samples: Sequence[tuple[float, int]], t: float) -> int:
 def parse_variant(text: str, base: OpsflowConfig) -> tuple[str, OpsflowConfig]:
     """``NAME:key=value,key=value`` → (NAME, our policy's switches with those values); errors name the key.
 
-    >>> name, sw = parse_variant("fast:scale_down_stabilization_seconds=0,warmup_seconds=5", OpsflowConfig())
+    >>> name, sw = parse_variant("fast:scale_down_stabilization_seconds=0,warmup_seconds=5", OURS)
     >>> name, sw.scale_down_stabilization_seconds, sw.warmup_seconds
     ('fast', 0.0, 5.0)
     """
@@ -500,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack.save()
     base = base_config(stack)
     try:
-        variants = [parse_variant(v, OpsflowConfig()) for v in args.variant]
+        variants = [parse_variant(v, OURS) for v in args.variant]
     except ValueError as exc:
         parser.error(str(exc))
     scenarios = [Scenario(f"static max ({MAX_WORKERS})", MAX_WORKERS)]
@@ -539,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         spark.stop()
 
-    p = OpsflowConfig()
+    p = OURS
     print()
     print(f"Workload: {', '.join(f'{j.name} ({j.partitions} tasks) at {j.at_s:.0f} s' for j in WORKLOAD)}.")
     print(f"Ratios to static max ({MAX_WORKERS} one-core workers); worker-s = ∫ Worker processes running dt over "

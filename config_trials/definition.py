@@ -20,7 +20,8 @@ Rules (seed 001, Timon §III-IV; notes ``config-trials-anchors.md`` §1, §3):
   pool; ``gpu``: each of its rounds is a run of the ``variant-round/gpu`` deployment, so a GPU worker's host
   submits it (its Spark settings ask for the GPUs, e.g. ``spark.executor.resource.gpu.amount``); with no GPU
   worker online the variant fails with that reason and the others go on.
-- D7 chaos is a seeded schedule of actions at offsets inside a round, applied identically to every variant.
+- D7 chaos is a seeded schedule of actions at offsets inside a round (in every round or in the rounds listed),
+  applied identically to every variant.
 - D8 every mistake is reported as ``file:line: field: message``.
 
 Example:
@@ -145,6 +146,12 @@ class ChaosAction(_Strict):
     for_s: float = Field(default=0, ge=0)
     #: throttle-cpu: the share of one core left to the executors
     quota: float = Field(default=0.5, gt=0, le=1)
+    #: the rounds (1-based) it happens in; empty: every round
+    rounds: list[int] = []
+
+    def in_round(self, round_index: int) -> bool:
+        """Whether it happens in round ``round_index`` (0-based, as the runner counts)."""
+        return not self.rounds or round_index + 1 in self.rounds
 
 
 #: The metrics the runner measures; a definition may judge any of them.
@@ -195,6 +202,9 @@ class TrialDefinition(_Strict):
         late = [c.at_s for c in self.chaos if c.at_s + c.for_s > self.round_s]
         if late:
             raise ValueError(f"a chaos action at {late[0]:g} s does not end inside a round of {self.round_s:g} s")
+        outside = sorted({r for c in self.chaos for r in c.rounds if not 1 <= r <= self.rounds})
+        if outside:
+            raise ValueError(f"chaos in round {outside[0]}, outside rounds 1..{self.rounds}")
         if self.stop_early_after is not None and self.stop_early_after > self.rounds:
             raise ValueError(f"stop_early_after ({self.stop_early_after}) is above rounds ({self.rounds})")
         return self

@@ -13,7 +13,8 @@ A round of a variant (:func:`run_round`) in its own folder ``<trial dir>/round-N
    in parallel mode (D6) the variants of a round start their feeds at one common moment, agreed through marker
    files in the round's folder (:func:`start_together`), so that they share the machine's load over the same
    seconds and a chaos schedule hits all of them at once;
-4. chaos (D7) at the same offsets from the feed's start in every variant, each injection logged with its time:
+4. chaos (D7) at the same offsets from the feed's start in every variant (each action on a timer of its own),
+   each injection logged with its time:
    SIGKILL of the app's executors, SIGSTOP of the worker JVMs for ``for_s``, or the executors moved into a
    cgroup whose CFS quota is ``quota`` of a core for ``for_s`` (:mod:`opsflow.adapters.cgroups`);
 5. the stop file, the application's exit, its metrics → a :class:`~config_trials.judge.RoundResult` (a crash,
@@ -333,13 +334,27 @@ def _drive(
     usage_meter.app_id = app_id
     usage: list[tuple[float, float, float]] = []
     chaos_log: list[dict[str, Any]] = []
-    pending = sorted(definition.chaos, key=lambda c: c.at_s)
     digest = hashlib.sha256()
     started = time.time()
     if peers:
         started = start_together(here.parent, variant.name, peers, target.start_timeout_s, log)
         _sleep_until(started)
     log(f"{variant.name} round {round_index + 1}: feeding {definition.round_s:g} s ({app_id})")
+
+    def inject(action: ChaosAction) -> None:
+        did = _inject(action, app_id)
+        at = time.time() - started
+        chaos_log.append({"action": action.action, "planned_s": action.at_s, "at_s": at, "did": did})
+        log(f"{variant.name} round {round_index + 1}: chaos {action.action} at {at:.1f} s: {did}")
+
+    # Each action on a timer of its own, at its offset from the feed's start (not at the feed's next second).
+    timers = [
+        threading.Timer(max(0.0, started + c.at_s - time.time()), inject, args=(c,))
+        for c in sorted(definition.chaos, key=lambda c: c.at_s)
+        if c.in_round(round_index)
+    ]
+    for timer in timers:
+        timer.start()
     for second in range(int(definition.round_s)):
         _sleep_until(started + second)
         batch = records(definition.input.seed, round_index, second, definition.input.vehicles)
@@ -354,18 +369,14 @@ def _drive(
         sample = usage_meter.sample()
         if sample:
             usage.append(sample)
-        while pending and pending[0].at_s <= time.time() - started:
-            action = pending.pop(0)
-            did = _inject(action, app_id)
-            chaos_log.append(
-                {"action": action.action, "planned_s": action.at_s, "at_s": time.time() - started, "did": did}
-            )
-            log(
-                f"{variant.name} round {round_index + 1}: chaos {action.action} at {time.time() - started:.1f} s: {did}"
-            )
         if proc.poll() is not None:
             break
+    if proc.poll() is not None:
+        for timer in timers:
+            timer.cancel()  # the application is gone: nothing left to disturb
     _sleep_until(started + definition.round_s)
+    for timer in timers:
+        timer.join()  # every action is due by the round's end (D7): the log is complete before the stop
     stop.touch()
     try:
         code = proc.wait(timeout=target.stop_timeout_s)

@@ -2,9 +2,11 @@
 
 A controller flow (not a schedule) because the thesis ticks every few seconds, far below what a schedule should
 create runs for; it runs `ticks` ticks (or until cancelled) every `interval_seconds`. Heat and cooldown live in a
-state file, so a cancelled or crashed controller restarted later continues where it stopped. With
-``opsflow.blocks`` (or ``local_stack: true``) in the config, Prometheus, the Spark master and the Docker engine
-come from the Blocks of that name (``PrometheusServer``, ``SparkCluster``, ``DockerEngine``).
+state file, so a cancelled or crashed controller restarted later continues where it stopped. Prometheus, the
+Spark master and the Docker engine come from the Blocks (``PrometheusServer``, ``SparkCluster``,
+``DockerEngine``) that the config's ``opsflow.blocks`` (or ``local_stack: true``) names, else from those the flow's
+``blocks`` parameter names (the deployment's: ``local``, what the local stack saves; so the thesis's Listing 6.6,
+which has no ``opsflow:`` section, runs unchanged); with neither, the file's own URLs.
 
 Example:
     $ opsflow scaler run --config examples/spark_scaler/autoscaler.yaml
@@ -27,9 +29,9 @@ from spark_scaler.controller import TickResult, backend_for, default_state_path,
 from spark_scaler.models import Action
 
 
-def with_blocks(cfg: ScalerConfig) -> ScalerConfig:
-    """``cfg`` bound to the Blocks its ``opsflow.blocks`` names (unchanged when it names none)."""
-    name = cfg.opsflow.block_name
+def with_blocks(cfg: ScalerConfig, default: str | None = None) -> ScalerConfig:
+    """``cfg`` bound to the Blocks its ``opsflow.blocks`` names, else those called ``default`` (unchanged: none)."""
+    name = cfg.opsflow.block_name or default
     if name is None:
         return cfg
     spark = load_block(SparkCluster, name)
@@ -88,14 +90,20 @@ def report(result: TickResult, state_path: Path) -> None:
 
 @flow(name="spark-autoscale", log_prints=True)
 def spark_autoscale(
-    config: str = "examples/spark_scaler/autoscaler.yaml", ticks: int | None = None, state_file: str | None = None
+    config: str = "examples/spark_scaler/autoscaler.yaml",
+    ticks: int | None = None,
+    state_file: str | None = None,
+    blocks: str | None = None,
 ) -> int:
     """Run the MAPE loop: every `interval_seconds` one tick; returns the number of actions taken.
 
-    ``config`` is relative to the working directory (the project directory for the deployment's worker).
+    ``config`` is relative to the working directory (the project directory for the deployment's worker);
+    ``blocks``: the Blocks to read Prometheus, the Spark master and the Docker engine from when the config names
+    none.
     """
     cfg_path = Path(config)
-    cfg = with_blocks(load_config(cfg_path))  # invalid config or a missing Block: a clear error before any action
+    # invalid config or a missing Block: a clear error before any action
+    cfg = with_blocks(load_config(cfg_path), blocks)
     state_path = Path(state_file) if state_file else default_state_path(cfg_path)
     # The worker's environment is the site's (the local stack's worker gets the stack's): its DOCKER_HOST,
     # SPARK_CONF_DIR and JAVA_HOME are used as they are.

@@ -5,8 +5,8 @@ A thesis file loads unchanged::
     general:   {interval_seconds, cooldown_period_seconds, recurrence_factor, prometheus_url}
     metrics:   {<name>: {query, target_utilization, thresholds: {min, max}}}
     worker:    {service_name, thresholds: {min, max}}
-    opsflow:   our keys (optional): where to read and act (Blocks or URLs), backend, GPU, scale-in mode, the
-               policy switches
+    opsflow:   our keys (optional): where to read and act (Blocks or URLs), backend, GPU, the policy
+               (``thesis``, the default, or ``opsflow``) and the switches of the ``opsflow`` policy
 
 Every section forbids unknown keys, so a typo is an error, not a silently ignored setting. Errors name the file,
 the line and the key path (``autoscaler.yaml:12: metrics.cpu.thresholds.max: ...``), found from the YAML node
@@ -141,6 +141,17 @@ class WorkerConfig(_Section):
 
 
 ScaleInMode = Literal["never_while_apps", "graceful"]
+#: ``thesis``: the thesis's Auto-Scaler as it was measured (seed §6.3.2); ``opsflow``: ours, with its switches
+PolicyName = Literal["thesis", "opsflow"]
+#: The switches of the ``opsflow`` policy and their values under the thesis's (every one off).
+THESIS_SWITCHES: dict[str, object] = {
+    "scale_in": "never_while_apps",
+    "tolerance": 0.0,
+    "scale_up_stabilization_seconds": 0.0,
+    "scale_down_stabilization_seconds": 0.0,
+    "warmup_seconds": 0.0,
+    "demand_signals": False,
+}
 Backend = Literal["local", "docker", "swarm"]
 #: The Blocks the local stack saves (``opsflow up``); ``local_stack: true`` means these.
 LOCAL_BLOCKS = "local"
@@ -149,11 +160,22 @@ DEFAULT_WORKER_IMAGE = "localhost/opsflow-busybox:latest"
 
 
 class OpsflowConfig(_Section):
-    """``opsflow:`` — our keys. Without the section, these defaults (our policy) apply.
+    """``opsflow:`` — our keys. Without the section, or without ``policy:``, the thesis's policy applies.
 
-    The policy defaults are what ``benchmarks/autoscale.py`` chose (variant runs on the bursty workload: a 30 s
-    down window or a 20 s warm-up kept idle workers through the gaps); ``thesis_policy`` turns every switch off.
+    ``policy: opsflow`` is ours; its switches default to what ``benchmarks/autoscale.py`` chose (variant runs on
+    the bursty workload: a 30 s down window or a 20 s warm-up kept idle workers through the gaps). Under ``policy:
+    thesis`` every switch is off (:data:`THESIS_SWITCHES`) and setting one is an error naming its line: a file
+    that says it is the thesis's behaves as the thesis, whatever defaults we change.
+
+    >>> OpsflowConfig().policy, OpsflowConfig().scale_in, OpsflowConfig(policy="opsflow").scale_in
+    ('thesis', 'never_while_apps', 'graceful')
     """
+
+    policy: PolicyName = Field(
+        default="thesis",
+        description="thesis: Algorithm 1 + KHPA, cooldown, bounds, no scale-in while an app runs, nothing else; "
+        "opsflow: ours (graceful scale-in, tolerance, stabilisation windows, warm-up, demand signals)",
+    )
 
     backend: Backend = Field(
         default="local", description="Worker backend: local processes, Docker containers, or a Docker Swarm service"
@@ -221,10 +243,23 @@ class OpsflowConfig(_Section):
         "when nothing runs or waits and every metric is low",
     )
 
+    @field_validator(*THESIS_SWITCHES)
+    @classmethod
+    def _only_under_ours(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("policy", "opsflow") == "thesis":  # absent: policy itself was invalid (reported)
+            raise ValueError(
+                "a switch of policy: opsflow, and this section's policy is thesis (the default): add `policy: "
+                "opsflow` to use it, or remove it"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_block_name(self) -> OpsflowConfig:
         if self.local_stack and self.blocks not in (None, LOCAL_BLOCKS):
             raise ValueError(f"local_stack: true means blocks: {LOCAL_BLOCKS}; it contradicts blocks: {self.blocks}")
+        if self.policy == "thesis":
+            for key, value in THESIS_SWITCHES.items():
+                object.__setattr__(self, key, value)
         return self
 
     @property
@@ -334,18 +369,11 @@ def thesis_policy(cfg: ScalerConfig) -> ScalerConfig:
     """The thesis's Auto-Scaler (seed §6.3.2): Scaling Heat + KHPA formula, cooldown, bounds, no scale-in while
     apps run; every switch of ours off. Same metrics, bounds and general settings as ``cfg``.
 
-    >>> p = thesis_policy(load_config_text(EXAMPLE_THESIS_YAML)).opsflow
-    >>> p.scale_in, p.tolerance, p.demand_signals, p.warmup_seconds
-    ('never_while_apps', 0.0, False, 0.0)
+    >>> p = thesis_policy(our_policy(load_config_text(EXAMPLE_THESIS_YAML))).opsflow
+    >>> p.policy, p.scale_in, p.tolerance, p.demand_signals, p.warmup_seconds
+    ('thesis', 'never_while_apps', 0.0, False, 0.0)
     """
-    off = {
-        "scale_in": "never_while_apps",
-        "tolerance": 0.0,
-        "scale_up_stabilization_seconds": 0.0,
-        "scale_down_stabilization_seconds": 0.0,
-        "warmup_seconds": 0.0,
-        "demand_signals": False,
-    }
+    off = {"policy": "thesis", **THESIS_SWITCHES}
     return cfg.model_copy(update={"opsflow": cfg.opsflow.model_copy(update=off)})
 
 
@@ -354,11 +382,12 @@ def our_policy(cfg: ScalerConfig, switches: OpsflowConfig | None = None) -> Scal
     :class:`OpsflowConfig`); backend, Spark and GPU settings stay those of ``cfg``.
 
     >>> p = our_policy(load_config_text(EXAMPLE_THESIS_YAML)).opsflow
-    >>> p.scale_in, p.tolerance, p.demand_signals
-    ('graceful', 0.1, True)
+    >>> p.policy, p.scale_in, p.tolerance, p.demand_signals
+    ('opsflow', 'graceful', 0.1, True)
     """
-    src = switches or OpsflowConfig()
+    src = switches or OpsflowConfig(policy="opsflow")
     on = {
+        "policy": "opsflow",
         "scale_in": "graceful",
         "tolerance": src.tolerance,
         "scale_up_stabilization_seconds": src.scale_up_stabilization_seconds,

@@ -29,8 +29,9 @@ from opsflow.adapters.spark import SparkMaster, java_home, spark_home
 from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
 from opsflow.home import default_home
-from spark_scaler.backends.base import WorkerBackend
+from spark_scaler.backends.base import BackendError, WorkerBackend
 from spark_scaler.config import ScalerConfig
+from spark_scaler.gpus import GpuInventory
 from spark_scaler.metrics import observe
 from spark_scaler.models import Action, Decision, Observation, ScalerState, WorkerRef
 from spark_scaler.policy import decide
@@ -100,13 +101,36 @@ def scale_in_victims(workers: list[WorkerRef], count: int) -> list[WorkerRef]:
     return sorted(workers, key=lambda w: w.started_at, reverse=True)[: max(0, count)]
 
 
-def execute(decision: Decision, obs: Observation, backend: WorkerBackend, cfg: ScalerConfig) -> TickResult:
-    """Carry out a decision through the backend; stops at the first backend failure (reported, not raised)."""
+def next_gpu(backend: WorkerBackend, gpus: GpuInventory) -> str:
+    """The UUID of the free GPU the next worker is pinned to (seed §8.2.3): never one of our workers' GPUs, never
+    one a foreign process uses; raises :class:`BackendError` with the reason when none is free."""
+    ours = {w.gpu: w.id for w in backend.workers() if w.gpu}
+    gpu = gpus.pick(set(ours))
+    if gpu is None:
+        every = gpus.gpus()
+        taken = ", ".join(f"{uuid} by {worker}" for uuid, worker in sorted(ours.items())) or "none by our workers"
+        raise BackendError(
+            f"no free GPU for a new worker ({len(every)} GPU(s) here; taken: {taken}; the others busy or too full): "
+            "no CPU worker is started in its place"
+        )
+    return gpu.uuid
+
+
+def execute(
+    decision: Decision, obs: Observation, backend: WorkerBackend, cfg: ScalerConfig, gpus: GpuInventory | None = None
+) -> TickResult:
+    """Carry out a decision through the backend; stops at the first backend failure (reported, not raised).
+
+    With ``opsflow.gpu: true`` each new worker is pinned to one free GPU of ``gpus`` (default: this host's,
+    through nvidia-ml-py); no free GPU stops the scale-out there, as a failure (the state is kept, retried).
+    """
     result = TickResult(observation=obs, decision=decision)
     try:
         if decision.action == Action.SCALE_OUT:
+            inventory = (gpus or GpuInventory()) if cfg.opsflow.gpu else None
             for _ in range(decision.target - decision.current):
-                result.started.append(backend.start_worker())
+                gpu = next_gpu(backend, inventory) if inventory is not None else None
+                result.started.append(backend.start_worker(gpu=gpu))
         elif decision.action == Action.SCALE_IN:
             graceful = cfg.opsflow.scale_in == "graceful"
             for ref in scale_in_victims(backend.workers(), decision.current - decision.target):
@@ -153,10 +177,11 @@ def tick(
     master: SparkMaster | None = None,
     prometheus: PrometheusAPI | None = None,
     now: float | None = None,
+    gpus: GpuInventory | None = None,
 ) -> TickResult:
     """Monitor → Analyse → Plan → Execute once; persists the new state only when the action succeeded."""
     obs, decision, new_state = plan(cfg, backend, load_state(state_path), master=master, prometheus=prometheus, now=now)
-    result = execute(decision, obs, backend, cfg)
+    result = execute(decision, obs, backend, cfg, gpus)
     if result.error is None:
         save_state(state_path, new_state)
     return result

@@ -70,11 +70,17 @@ def policy_rows(cfg: ScalerConfig) -> list[list[str]]:
     """setting/value rows of the policy in force and where it reads and acts.
 
     >>> from spark_scaler.config import EXAMPLE_THESIS_YAML, load_config_text
-    >>> dict(map(tuple, policy_rows(load_config_text(EXAMPLE_THESIS_YAML))))["bounds"]
-    '1 .. 30 workers'
+    >>> rows = dict(map(tuple, policy_rows(load_config_text(EXAMPLE_THESIS_YAML))))
+    >>> rows["policy"], rows["bounds"]
+    ('thesis (Algorithm 1 + KHPA, cooldown, bounds, no scale-in while apps run)', '1 .. 30 workers')
     """
     g, p, w = cfg.general, cfg.opsflow, cfg.worker
+    named = {
+        "thesis": "thesis (Algorithm 1 + KHPA, cooldown, bounds, no scale-in while apps run)",
+        "opsflow": "opsflow (the thesis's rules and the switches below)",
+    }
     rows = [
+        ["policy", named[p.policy]],
         ["bounds", f"{w.thresholds.min} .. {w.thresholds.max} workers"],
         ["interval / cooldown", f"{_g(g.interval_seconds)} s / {_g(g.cooldown_period_seconds)} s"],
         ["recurrence factor n", str(g.recurrence_factor)],

@@ -154,11 +154,12 @@ class Site:
 
         return TrialsAPI(self)
 
-    def scaler(self, config: str | Path) -> ScalerAPI:
-        """The Spark auto-scaler of one configuration file: preview, tick, status, run."""
+    def scaler(self, config: str | Path, blocks: str | None = None) -> ScalerAPI:
+        """The Spark auto-scaler of one configuration file: preview, tick, status, run; ``blocks``: the Blocks
+        to read Prometheus and the Spark master from when the file names none."""
         from opsflow.api.scaler import ScalerAPI
 
-        return ScalerAPI(self, Path(config))
+        return ScalerAPI(self, Path(config), blocks=blocks)
 
     @cached_property
     def local(self) -> LocalEndpoints:

@@ -149,13 +149,18 @@ class _Unavailable:
 class ScalerAPI:
     """The auto-scaler of one configuration file on one site (see the module docstring).
 
-    ``state_path``: the controller's state file (default ``<site home>/scaler/<config stem>.state.json``).
+    ``state_path``: the controller's state file (default ``<site home>/scaler/<config stem>.state.json``);
+    ``blocks``: the Blocks to read Prometheus, the Spark master and the Docker engine from when the file names
+    none (``opsflow.blocks``), as the ``spark-autoscale`` flow's parameter of that name.
     """
 
-    def __init__(self, site: Site, config: str | Path, *, state_path: str | Path | None = None) -> None:
+    def __init__(
+        self, site: Site, config: str | Path, *, state_path: str | Path | None = None, blocks: str | None = None
+    ) -> None:
         self.site = site
         self.path = Path(config)
         self._state_path = Path(state_path) if state_path else None
+        self.blocks = blocks
 
     def __repr__(self) -> str:
         return f"<ScalerAPI {self.path} on {self.site!r}>"
@@ -170,20 +175,22 @@ class ScalerAPI:
         return load_config(self.path)
 
     def config(self) -> ScalerConfig:
-        """The validated file, bound to the Blocks its ``opsflow.blocks`` (or ``local_stack``) names."""
+        """The validated file, bound to the Blocks its ``opsflow.blocks`` (or ``local_stack``) names, else to
+        those called :attr:`blocks`."""
         cfg = self.validate()
-        name = cfg.opsflow.block_name
+        name = cfg.opsflow.block_name or self.blocks
         if name is None:
             return cfg
-        key = "blocks" if cfg.opsflow.blocks else "local_stack"
+        key = "opsflow.blocks" if cfg.opsflow.blocks else "opsflow.local_stack" if cfg.opsflow.local_stack else None
+        named_by = f"{key} of {self.path}" if key else f"the blocks parameter ({name})"
 
         def values(slug: str) -> dict[str, Any]:
             try:
                 return self.site.block_values(slug, name)
             except NotFoundError as exc:
-                raise NotFoundError(f"{exc} (named by opsflow.{key} of {self.path})") from exc
+                raise NotFoundError(f"{exc} (named by {named_by})") from exc
             except AdapterError as exc:
-                raise AdapterError(f"{exc} (reading the Blocks named by opsflow.{key} of {self.path})") from exc
+                raise AdapterError(f"{exc} (reading the Blocks named by {named_by})") from exc
 
         spark = values(SPARK_SLUG)
         endpoints = Endpoints(
@@ -254,6 +261,8 @@ class ScalerAPI:
         self.validate()
         config = str(self.path.resolve()) if self.site.is_local else str(self.path)
         parameters: dict[str, Any] = {"config": config, "ticks": ticks}
+        if self.blocks is not None:
+            parameters["blocks"] = self.blocks
         if self._state_path is not None:
             parameters["state_file"] = str(self._state_path.resolve())
         flow_run_id, name, url = self.site.start_deployment(DEPLOYMENT, parameters)

@@ -31,13 +31,17 @@ ConfigOpt = Annotated[Path, typer.Option("--config", help="Auto-scaler YAML (the
 StateOpt = Annotated[
     Path | None, typer.Option("--state", help="State file (default: <OPSFLOW_HOME>/scaler/<config>.state.json)")
 ]
+BlocksOpt = Annotated[
+    str | None,
+    typer.Option("--blocks", help="Blocks to read Prometheus and the Spark master from when the file names none"),
+]
 
 
-def _api(config: Path, state: Path | None) -> ScalerAPI:
+def _api(config: Path, state: Path | None, blocks: str | None = None) -> ScalerAPI:
     from opsflow.api import connect
     from opsflow.api.scaler import ScalerAPI
 
-    return ScalerAPI(connect(), config, state_path=state)
+    return ScalerAPI(connect(), config, state_path=state, blocks=blocks)
 
 
 def _show(result: SectionsView) -> None:
@@ -49,15 +53,15 @@ def _show(result: SectionsView) -> None:
 
 
 @app.command()
-def preview(config: ConfigOpt, state: StateOpt = None) -> None:
+def preview(config: ConfigOpt, state: StateOpt = None, blocks: BlocksOpt = None) -> None:
     """What the next tick would do (observe + decide): no worker is started or stopped, no state saved."""
-    _show(_api(config, state).preview())
+    _show(_api(config, state, blocks).preview())
 
 
 @app.command()
-def tick(config: ConfigOpt, state: StateOpt = None) -> None:
+def tick(config: ConfigOpt, state: StateOpt = None, blocks: BlocksOpt = None) -> None:
     """One Monitor → Analyse → Plan → Execute tick in this shell, printed."""
-    result = _api(config, state).tick()
+    result = _api(config, state, blocks).tick()
     _show(result)
     if result.error:
         exit_with_error(f"backend failed: {result.error} (state kept; retried next tick)", FAILED)
@@ -68,16 +72,17 @@ def run(
     config: ConfigOpt,
     ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: run until cancelled)")] = None,
     state: StateOpt = None,
+    blocks: BlocksOpt = None,
 ) -> None:
     """Start the controller loop: the `spark-autoscale` deployment, on the site's worker (see the Prefect UI)."""
-    started = _api(config, state).run(ticks=ticks)
+    started = _api(config, state, blocks).run(ticks=ticks)
     console.print(f"started {started.name} ({started.flow_run_id}): {started.url}", soft_wrap=True)
 
 
 @app.command()
-def status(config: ConfigOpt, state: StateOpt = None) -> None:
+def status(config: ConfigOpt, state: StateOpt = None, blocks: BlocksOpt = None) -> None:
     """Heat per metric, cooldown, workers at the master, and the recent decisions."""
-    _show(_api(config, state).status())
+    _show(_api(config, state, blocks).status())
 
 
 @app.command()

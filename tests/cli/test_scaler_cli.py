@@ -149,3 +149,12 @@ def test_preview_holds_on_missing_data_without_importing_prefect(home: Path, tmp
     assert "Spark master unreachable" in result["out"]
     assert result["prefect"] is False
     assert not (home / "scaler").exists()  # a preview saves no state
+    assert "thesis (Algorithm 1 + KHPA, cooldown, bounds, no scale-in while apps run)" in result["out"]
+
+
+def test_preview_names_the_policy_the_file_chose(home: Path, tmp_path: Path) -> None:
+    path = nowhere_config(tmp_path)
+    path.write_text(path.read_text() + "  policy: opsflow\n")
+    code, out, _ = scaler("preview", "--config", str(path))
+    assert code == 0, out
+    assert "opsflow (the thesis's rules and the switches below)" in " ".join(out.split())

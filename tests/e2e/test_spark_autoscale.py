@@ -53,6 +53,7 @@ def config(stack: StackConfig, *, minimum: int = 1, maximum: int = 3, cooldown: 
               service_name: spark-worker
               thresholds: {{min: {minimum}, max: {maximum}}}
             opsflow:
+              policy: opsflow
               backend: local
               spark_master_ui_url: "{stack.spark_master_ui_url}"
               spark_master_url: "{stack.spark_master_url}"

@@ -48,11 +48,11 @@ from spark_scaler.backends import (
 from spark_scaler.backends.base import REGISTERED_MARKER
 from spark_scaler.backends.docker import LABEL_SCOPE
 from spark_scaler.backends.local import executor_log, executor_processes
-from spark_scaler.config import Endpoints, bind_endpoints, load_config_text
-from spark_scaler.controller import backend_for
+from spark_scaler.config import EXAMPLE_THESIS_YAML, Endpoints, bind_endpoints, load_config_text
+from spark_scaler.controller import backend_for, execute
 from spark_scaler.gpus import GpuInventory
 from spark_scaler.metrics import DEFAULT_QUERIES, MASTER_QUERIES, observe
-from spark_scaler.models import WorkerRef
+from spark_scaler.models import Action, Decision, Observation, WorkerRef
 from tests.support import start_or_unavailable, wait_for_state, wait_until
 
 PORT_OFFSET = 25000
@@ -361,10 +361,11 @@ def test_forced_stop_ends_the_worker_at_once(
 
 
 @pytest.mark.stack
-def test_gpu_pinned_worker_reports_its_one_gpu_and_no_gpu_is_shared(
+def test_the_controller_pins_each_new_worker_to_a_free_gpu_and_holds_when_none_is_left(
     backend: LocalProcessBackend, master: SparkMaster, cfg: StackConfig
 ) -> None:
-    # An injected inventory (this machine may have no GPU): the Spark side of the pinning is real all the same.
+    # Through the controller's Execute phase with opsflow.gpu on, an injected inventory (this machine may have no
+    # GPU) and the real local backend: the Spark side of the pinning is real all the same.
     inventory = GpuInventory(
         [
             GpuInfo(
@@ -379,24 +380,29 @@ def test_gpu_pinned_worker_reports_its_one_gpu_and_no_gpu_is_shared(
         ]
     )
     ensure_workers(backend, master, 1)
-    taken = {r.gpu for r in backend.workers() if r.gpu}
-    gpu = inventory.pick(taken)
-    assert gpu is not None and gpu.uuid == "GPU-test-1"  # GPU 0 runs a foreign process
-    ref = backend.start_worker(gpu=gpu.uuid)
+    scaler_cfg = load_config_text(EXAMPLE_THESIS_YAML + "opsflow:\n  gpu: true\n", "gpu.yaml")
+    decision = Decision(at=0, action=Action.SCALE_OUT, current=1, target=3, reason="test: two more")
+    result = execute(decision, Observation(at=0, active_workers=1), backend, scaler_cfg, gpus=inventory)
     try:
+        [ref] = result.started  # GPU 0 runs a foreign process; GPU 1 is taken by the first new worker
+        assert ref.gpu == "GPU-test-1"
+        assert result.error is not None and "no free GPU for a new worker" in result.error, result
+        assert "taken: GPU-test-1 by " + ref.id in result.error and "no CPU worker is started" in result.error
+        assert len(backend.workers()) == 2  # no CPU worker in place of the missing GPU
         raw = httpx.get(f"{cfg.spark_master_ui_url}/json/", timeout=5).json()
         [entry] = [w for w in raw["workers"] if w["host"] == ref.host and w["state"] == "ALIVE"]
         assert entry["resources"]["gpu"]["addresses"] == ["0"]
         proc = running_process(cfg.home, ref.id)
         assert proc is not None and proc.environ()["CUDA_VISIBLE_DEVICES"] == "GPU-test-1"
-        assert [r.gpu for r in backend.workers() if r.id == ref.id] == ["GPU-test-1"]
-        assert inventory.pick({r.gpu for r in backend.workers() if r.gpu}) is None
+        opts = proc.environ()["SPARK_WORKER_OPTS"]  # Listing 6.11's worker options
+        assert "-Dspark.worker.resource.gpu.amount=1" in opts and "spark.worker.resource.gpu.discoveryScript=" in opts
         before = backend.workers()
         with pytest.raises(BackendError, match="GPU-test-1 is already pinned"):
             backend.start_worker(gpu="GPU-test-1")
         assert backend.workers() == before
     finally:
-        backend.stop_worker(ref, graceful=True)
+        for started in result.started:
+            backend.stop_worker(started, graceful=True)
     assert [r.id for r in backend.workers()] == ["spark-worker-0"]
 
 

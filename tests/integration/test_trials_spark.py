@@ -3,11 +3,12 @@ Prefect server (Prefect's test harness: a temporary server on SQLite), with its 
 
 One trial, run once for the module, in parallel mode (every variant's round at once, one core each, their feeds
 started together): the baseline, its identical twin (the A/A check: not declared different), a variant with a
-known slowdown (a fixed sleep per batch) and one configured to fail (a window Spark cannot parse), 5 rounds, the
-worker stopped for a second at the same moment of every round. Every variant's round is a real ``spark-submit``
-of ``examples/config_trials/vehicle_counts.py``. The tests read what the flow returned, its child runs and
-artifacts on the server, and the files the rounds left. Sequential mode (the default) goes through the
-deployment in ``tests/e2e/test_config_trials.py`` and the demo.
+known slowdown (a fixed sleep per batch) and one configured to fail (a window Spark cannot parse), 5 rounds; the
+worker stopped for a second at the same moment of every round, and in the last round the executors throttled to
+half a core (cgroup v1 CFS quota), then killed (Spark starts new ones: every variant still completes). Every
+variant's round is a real ``spark-submit`` of ``examples/config_trials/vehicle_counts.py``. The tests read what
+the flow returned, its child runs and artifacts on the server, and the files the rounds left. Sequential mode
+(the default) goes through the deployment in ``tests/e2e/test_config_trials.py`` and the demo.
 
 The stack's own Spark is not used: beside the whole stack on two cores a round's start-up takes 40-60 s.
 """
@@ -15,6 +16,7 @@ The stack's own Spark is not used: beside the whole stack on two cores a round's
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,11 @@ seed: 2
 mode: parallel
 chaos:
   - {{at_s: 3, action: stop-worker, for_s: 1}}
+  # In the last round only, where they cost the measurement least: the throttle inside the warm-up, the kill
+  # just before the feed ends (a killed executor's replacement takes seconds: every later batch waits for it,
+  # and an unpaired test cannot take out a level shift of a whole round).
+  - {{at_s: 0.2, action: throttle-cpu, for_s: 1, quota: 0.5, rounds: [{ROUNDS}]}}
+  - {{at_s: 4.8, action: kill-executor, rounds: [{ROUNDS}]}}
 """
 
 
@@ -177,11 +184,19 @@ def test_the_variants_of_a_round_fed_together_and_chaos_hit_them_at_the_same_mom
         fed, hit = [], []
         for v in ("base", "twin", "slow"):
             fed_from = json.loads((round_dir(trial.out, r, v) / "result.json").read_text())["fed_from"]
-            [chaos] = json.loads((round_dir(trial.out, r, v) / "chaos.json").read_text())
-            assert chaos["action"] == "stop-worker" and chaos["did"].startswith("stopped worker pid"), chaos
-            assert chaos["at_s"] >= 3.0, chaos
+            chaos = json.loads((round_dir(trial.out, r, v) / "chaos.json").read_text())
+            by_action = {c["action"]: c for c in chaos}
+            expected = {"stop-worker", "throttle-cpu", "kill-executor"} if r == ROUNDS - 1 else {"stop-worker"}
+            assert set(by_action) == expected and len(chaos) == len(expected), (r, v, chaos)
+            assert all(abs(c["at_s"] - c["planned_s"]) < 0.5 for c in chaos), chaos  # on time, not late
+            stop = by_action["stop-worker"]
+            assert stop["did"].startswith("stopped worker pid") and stop["at_s"] >= 3.0, stop
+            if r == ROUNDS - 1:
+                assert by_action["throttle-cpu"]["did"].startswith("throttled pid"), by_action
+                assert by_action["throttle-cpu"]["did"].endswith("to 50% of a core for 1 s"), by_action
+                assert re.fullmatch(r"killed executor pid \[\d+\]", by_action["kill-executor"]["did"]), by_action
             fed.append(fed_from)
-            hit.append(fed_from + chaos["at_s"])
+            hit.append(fed_from + stop["at_s"])
         assert max(fed) - min(fed) < 0.2, (r, fed)
         assert max(hit) - min(hit) < 1.0, (r, hit)
 

@@ -72,6 +72,25 @@ def test_a_missing_block_names_the_key_that_asked_for_it(tmp_path: Path) -> None
         ScalerAPI(site, config_file(tmp_path, "local_stack: true")).config()
 
 
+def test_listing_6_6_unchanged_reads_the_blocks_the_caller_names_and_the_file_s_own_name_wins(
+    tmp_path: Path,
+) -> None:
+    thesis = tmp_path / "listing-6-6.yaml"
+    thesis.write_text(EXAMPLE_THESIS_YAML)
+    site = BlockSite(tmp_path, SITE_BLOCKS)
+    cfg = ScalerAPI(site, thesis, blocks="local").config()
+    assert cfg.general.prometheus_url == NOWHERE and cfg.opsflow.spark_master_ui_url == NOWHERE
+    assert cfg.opsflow.policy == "thesis" and {name for _, name in site.asked} == {"local"}
+    assert ScalerAPI(BlockSite(tmp_path, SITE_BLOCKS), thesis).config().general.prometheus_url == (
+        "http://localhost:9090"  # no Blocks named anywhere: the file's own URL
+    )
+    site = BlockSite(tmp_path, SITE_BLOCKS)
+    ScalerAPI(site, config_file(tmp_path, "blocks: site-a"), blocks="local").config()
+    assert {name for _, name in site.asked} == {"site-a"}
+    with pytest.raises(NotFoundError, match=r"named by the blocks parameter \(prod\)"):
+        ScalerAPI(BlockSite(tmp_path, {}), thesis, blocks="prod").config()
+
+
 def test_a_config_without_blocks_reads_none(tmp_path: Path) -> None:
     site = BlockSite(tmp_path, {})
     cfg = ScalerAPI(site, config_file(tmp_path, f"spark_master_ui_url: {NOWHERE}")).config()

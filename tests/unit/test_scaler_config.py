@@ -39,7 +39,22 @@ def test_thesis_listing_loads_unchanged() -> None:
     assert (cpu.target_utilization, cpu.thresholds.min, cpu.thresholds.max) == (0.5, 0.2, 0.6)
     assert cfg.worker.service_name == "computing_spark-worker"
     assert (cfg.worker.thresholds.min, cfg.worker.thresholds.max) == (1, 30)
-    assert cfg.opsflow == OpsflowConfig()  # no opsflow: section → our defaults
+    assert cfg.opsflow == OpsflowConfig()  # no opsflow: section → the thesis's policy
+    assert cfg.opsflow.policy == "thesis" and cfg.opsflow.scale_in == "never_while_apps"
+    assert (cfg.opsflow.tolerance, cfg.opsflow.warmup_seconds, cfg.opsflow.demand_signals) == (0, 0, False)
+    windows = (cfg.opsflow.scale_up_stabilization_seconds, cfg.opsflow.scale_down_stabilization_seconds)
+    assert windows == (0, 0)
+
+
+def test_a_switch_of_our_policy_under_the_thesis_policy_names_its_line() -> None:
+    text = EXAMPLE_THESIS_YAML + "opsflow:\n  backend: local\n  tolerance: 0.1\n"
+    with pytest.raises(InputError) as info:
+        load_config_text(text, "a.yaml")
+    [(line, field, message)] = info.value.problems
+    assert (line, field) == (text.splitlines().index("  tolerance: 0.1") + 1, "opsflow.tolerance")
+    assert "add `policy: opsflow`" in message
+    ours = load_config_text(text.replace("  backend: local\n", "  policy: opsflow\n"))
+    assert ours.opsflow.tolerance == 0.1 and ours.opsflow.scale_in == "graceful" and ours.opsflow.demand_signals
 
 
 def test_example_file_loads_with_our_keys() -> None:
@@ -141,9 +156,9 @@ def test_presets_switch_everything_and_leave_the_rest() -> None:
     ours = our_policy(thesis)
     assert ours.opsflow.scale_in == "graceful"
     assert ours.opsflow.demand_signals is True
-    assert ours.opsflow.tolerance == OpsflowConfig().tolerance > 0
-    assert ours.opsflow.warmup_seconds == OpsflowConfig().warmup_seconds > 0
-    tuned = our_policy(cfg, OpsflowConfig(scale_down_stabilization_seconds=7, warmup_seconds=3))
+    assert ours.opsflow.tolerance == OpsflowConfig(policy="opsflow").tolerance > 0
+    assert ours.opsflow.warmup_seconds == OpsflowConfig(policy="opsflow").warmup_seconds > 0
+    tuned = our_policy(cfg, OpsflowConfig(policy="opsflow", scale_down_stabilization_seconds=7, warmup_seconds=3))
     assert (tuned.opsflow.scale_down_stabilization_seconds, tuned.opsflow.warmup_seconds) == (7, 3)
     assert cfg == load_config(EXAMPLE)  # the input is not changed
 

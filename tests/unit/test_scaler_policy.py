@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_scaler.config import ScalerConfig
+from spark_scaler.config import EXAMPLE_THESIS_YAML, ScalerConfig, load_config_text
 from spark_scaler.models import Action, Decision, Observation, ScalerState, WorkerRef
 from spark_scaler.policy import MAX_DECISIONS, decide
 
@@ -50,7 +50,8 @@ def config(
             },
             "metrics": metrics or {"cpu": metric()},
             "worker": {"thresholds": {"min": wmin, "max": wmax}},
-            "opsflow": {**THESIS, **switches},
+            # the thesis's policy as it is named; ours with every switch the thesis's but those given
+            "opsflow": {"policy": "opsflow", **THESIS, **switches} if switches else {"policy": "thesis"},
         }
     )
 
@@ -389,3 +390,27 @@ def test_invariants_over_random_sequences(scenario: tuple[ScalerConfig, list[tup
             assert d.action is OUT and d.target >= lo
         assert len(new.decisions) <= MAX_DECISIONS and new.decisions[-1] == d
         state, active = new, d.target
+
+
+def ticks_of(cfg: ScalerConfig, readings: list[float], running_apps: int) -> list[Decision]:
+    """``decide`` every interval over ``readings`` of cpu, from 4 workers, acting as a tick would."""
+    state, active, out = ScalerState(), 4, []
+    for i, cpu in enumerate(readings):
+        now = i * cfg.general.interval_seconds
+        d, state = decide(Observation(at=now, active_workers=active, metrics={"cpu": cpu},
+                                      running_apps=running_apps), state, cfg, now)  # fmt: skip
+        active = d.target if d.action != Action.HOLD else active
+        out.append(d)
+    return out
+
+
+def test_listing_6_6_unchanged_never_scales_in_while_an_app_runs_and_policy_opsflow_does() -> None:
+    thesis = load_config_text(EXAMPLE_THESIS_YAML)
+    assert thesis.opsflow.policy == "thesis"
+    low = [0.05] * 200  # 1,000 s of an almost idle application on 4 workers
+    assert {d.action for d in ticks_of(thesis, low, running_apps=1)} == {Action.HOLD}
+    assert any("app(s) running (no scale-in while apps run)" in d.reason for d in ticks_of(thesis, low, 1))
+    ours = load_config_text(EXAMPLE_THESIS_YAML + "opsflow:\n  policy: opsflow\n")
+    scale_ins = [d for d in ticks_of(ours, low, running_apps=1) if d.action == Action.SCALE_IN]
+    assert scale_ins and scale_ins[-1].target == ours.worker.thresholds.min
+    assert ours.opsflow.scale_in == "graceful"  # the backend decommissions each worker first

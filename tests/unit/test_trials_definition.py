@@ -100,6 +100,16 @@ def test_unknown_metric_warm_up_and_chaos_outside_a_round() -> None:
     bad = EXAMPLE_TRIAL_YAML + "chaos:\n  - {at_s: 5, action: netem}\n"
     [(_, field, _)] = problems(bad)
     assert field == "chaos.0.action"
+    beyond = EXAMPLE_TRIAL_YAML + "chaos:\n  - {at_s: 5, action: kill-executor, rounds: [2, 6]}\n"
+    assert "chaos in round 6, outside rounds 1..5" in problems(beyond)[0][2]
+
+
+def test_chaos_happens_in_every_round_or_in_the_rounds_listed() -> None:
+    chaos = "chaos:\n  - {at_s: 5, action: kill-executor}\n  - {at_s: 6, action: stop-worker, rounds: [2]}\n"
+    text = EXAMPLE_TRIAL_YAML + chaos
+    every, second = load_definition_text(text).chaos
+    assert [every.in_round(r) for r in range(5)] == [True] * 5
+    assert [second.in_round(r) for r in range(5)] == [False, True, False, False, False]
 
 
 def test_module_must_be_python_and_file_errors_name_the_file(tmp_path: Path) -> None:
