@@ -170,6 +170,11 @@ def gpu_worker_opts(script_path: str) -> str:
     return f"-Dspark.worker.resource.gpu.amount=1 -Dspark.worker.resource.gpu.discoveryScript={script_path}"
 
 
+#: What an application sets to run its executors and tasks on the workers' GPUs (Listing C.5, the thesis's
+#: submit script): one GPU per executor and per task, so a task sees the one GPU of its worker.
+GPU_APP_CONF: dict[str, str] = {"spark.executor.resource.gpu.amount": "1", "spark.task.resource.gpu.amount": "1"}
+
+
 def gpu_env(gpu: str) -> dict[str, str]:
     """Environment that confines a worker and its executors to GPU ``gpu`` (UUIDs keep NVML's order)."""
     return {"CUDA_VISIBLE_DEVICES": gpu, "NVIDIA_VISIBLE_DEVICES": gpu, GPU_ENV_VAR: gpu}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,89 @@ def test_prometheus_stopped_mid_run_holds(stack: StackConfig, backend: LocalProc
     finally:
         prometheus.start()
     assert os.path.exists(state)
+
+
+#: Listing 6.6 as the thesis wrote it but for its query (cAdvisor's containers do not exist here: the local
+#: stack's CPU query instead) and its cooldown (180 s, shortened to 0): no opsflow: section, so the thesis's policy,
+#: and a prometheus_url the local Blocks replace.
+THESIS_FILE = """\
+general:
+  interval_seconds: 5
+  cooldown_period_seconds: 0
+  recurrence_factor: 2
+  prometheus_url: "http://localhost:1"
+metrics:
+  cpu:
+    query: '{query}'
+    target_utilization: 0.5
+    thresholds:
+      min: 0.2
+      max: 0.6
+worker:
+  service_name: "computing_spark-worker"
+  thresholds:
+    min: 1
+    max: 3
+"""
+
+#: A PySpark application that holds one core on each of two executors and uses no CPU for ``argv[1]`` seconds.
+IDLE_APP = """\
+import sys, time
+from pyspark.sql import SparkSession
+
+seconds = float(sys.argv[1])
+spark = SparkSession.builder.appName("opsflow-idle-app").getOrCreate()
+try:
+    done = spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(seconds) or x).collect()
+    print("IDLE_APP_DONE", sorted(done), flush=True)
+finally:
+    spark.stop()
+"""
+
+
+def test_a_thesis_file_never_scales_in_beside_a_running_app_and_policy_opsflow_does_gracefully(
+    stack: StackConfig, backend: LocalProcessBackend, tmp_path: Path
+) -> None:
+    import opsflow
+    from opsflow.adapters.prometheus import PrometheusAPI
+    from opsflow.stack.env import spark_home
+    from opsflow.stack.spark import spark_conf_dir
+
+    query = default_queries()["cpu"].replace("\n", " ")
+    thesis = tmp_path / "listing-6-6.yaml"
+    thesis.write_text(THESIS_FILE.format(query=query))
+    ours = tmp_path / "opsflow.yaml"
+    ours.write_text(THESIS_FILE.format(query=query) + "opsflow:\n  policy: opsflow\n  warmup_seconds: 0\n")
+    site = opsflow.connect(stack.home)
+    assert alive(stack) == 2
+    script = tmp_path / "idle_app.py"
+    script.write_text(IDLE_APP)
+    env = {**os.environ, **child_env(stack), "SPARK_CONF_DIR": str(spark_conf_dir(stack.home))}
+    argv = [f"{spark_home()}/bin/spark-submit", "--conf", "spark.executor.cores=1", str(script), "75"]
+    app = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        master = SparkMaster(ui_url=stack.spark_master_ui_url)
+        assert wait_until(lambda: any(a.cores >= 2 for a in master.state().activeapps), timeout_s=90)
+        prometheus = PrometheusAPI(stack.prometheus_url)
+        # The executors' start-up CPU must have left the rate window: the app itself uses none.
+        assert wait_until(lambda: prometheus.query(query)[0].value <= 0.2, timeout_s=60)
+
+        api = site.scaler(thesis, blocks="local")
+        assert api.config().opsflow.policy == "thesis" and "localhost:1" not in api.config().general.prometheus_url
+        held = [api.tick() for _ in range(4)]
+        assert all(r.decision.action == Action.HOLD for r in held), [r.decision.reason for r in held]
+        assert any("no scale-in while apps run" in r.decision.reason for r in held), [r.decision.reason for r in held]
+        assert alive(stack) == 2
+
+        result = site.scaler(ours, blocks="local").tick()
+        if result.decision.action == Action.HOLD:  # the heat starts again at 0 under the other file's state
+            result = site.scaler(ours, blocks="local").tick()
+        assert result.decision.action == Action.SCALE_IN and result.decision.target == 1, result.decision.reason
+        assert result.error is None and result.stopped, result
+        assert wait_until(lambda: alive(stack) == 1, timeout_s=120)
+        out, _ = app.communicate(timeout=180)
+        assert app.returncode == 0 and "IDLE_APP_DONE [0, 1]" in out, out[-3000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()

@@ -45,7 +45,7 @@ from spark_scaler.backends import (
     host_runtime_volumes,
     live_worker,
 )
-from spark_scaler.backends.base import REGISTERED_MARKER
+from spark_scaler.backends.base import GPU_APP_CONF, REGISTERED_MARKER
 from spark_scaler.backends.docker import LABEL_SCOPE
 from spark_scaler.backends.local import executor_log, executor_processes
 from spark_scaler.config import EXAMPLE_THESIS_YAML, Endpoints, bind_endpoints, load_config_text
@@ -170,7 +170,9 @@ def ensure_workers(backend: LocalProcessBackend, master: SparkMaster, count: int
 class Job:
     """A spark-submit running in the background against the module's cluster, with its event log."""
 
-    def __init__(self, cfg: StackConfig, tmp: Path, script: str, *args: str) -> None:
+    def __init__(
+        self, cfg: StackConfig, tmp: Path, script: str, *args: str, conf: dict[str, str] | None = None
+    ) -> None:
         self.dir = tmp
         self.events = tmp / "events"
         self.events.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,7 @@ class Job:
             "spark.eventLog.dir": str(self.events),
             "spark.eventLog.compress": "false",
             "spark.eventLog.rolling.enabled": "false",
+            **(conf or {}),
         }
         argv = [f"{spark_home()}/bin/spark-submit", "--master", cfg.spark_master_url]
         for key, value in conf.items():
@@ -360,9 +363,27 @@ def test_forced_stop_ends_the_worker_at_once(
     backend.stop_worker(ref, graceful=False)  # a gone worker: nothing to do, no error
 
 
+#: Each task reports the GPU addresses Spark gave it and the CUDA_VISIBLE_DEVICES its Python worker sees.
+GPU_TASKS = """\
+import json, os
+from pyspark import TaskContext
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("opsflow-gpu-tasks").getOrCreate()
+
+
+def seen(_):
+    return TaskContext.get().resources()["gpu"].addresses, os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+print("RESULT " + json.dumps(spark.sparkContext.parallelize(range(2), 2).map(seen).collect()), flush=True)
+spark.stop()
+"""
+
+
 @pytest.mark.stack
 def test_the_controller_pins_each_new_worker_to_a_free_gpu_and_holds_when_none_is_left(
-    backend: LocalProcessBackend, master: SparkMaster, cfg: StackConfig
+    backend: LocalProcessBackend, master: SparkMaster, cfg: StackConfig, tmp_path: Path
 ) -> None:
     # Through the controller's Execute phase with opsflow.gpu on, an injected inventory (this machine may have no
     # GPU) and the real local backend: the Spark side of the pinning is real all the same.
@@ -400,6 +421,10 @@ def test_the_controller_pins_each_new_worker_to_a_free_gpu_and_holds_when_none_i
         with pytest.raises(BackendError, match="GPU-test-1 is already pinned"):
             backend.start_worker(gpu="GPU-test-1")
         assert backend.workers() == before
+        # An application with Listing C.5's GPU amounts: its executor can only go to the pinned worker, and each
+        # task is handed that worker's one GPU and sees only it.
+        seen = Job(cfg, tmp_path, GPU_TASKS, conf=GPU_APP_CONF).wait(timeout_s=180)
+        assert seen == [[["0"], "GPU-test-1"], [["0"], "GPU-test-1"]], seen
     finally:
         for started in result.started:
             backend.stop_worker(started, graceful=True)
