@@ -565,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.thesis_table:
         import autoscale_thesis  # a sibling module: benchmarks/ is on sys.path when this file runs
 
-        return autoscale_thesis.main(rest)
+        return autoscale_thesis.main([*rest, *(["-v"] if args.verbose else [])])
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.repeat < 1:

@@ -27,6 +27,8 @@ workers (Table 7.3, Figure 7.4). Here, as close as this machine allows:
 - **ours**: ``policy: opsflow`` with the settings shipped in ``examples/spark_scaler/autoscaler.yaml`` (the same
   CPU metric at target 0.5, thresholds 0.2 / 0.6, n = 2, cooldown 15 s, tolerance 0.1, warm-up 10 s, demand
   signals, graceful scale-in) and the same bounds 2..4.
+- **ours-7.2** (``--policies "2 static,ours-7.2"``): our switches on Table 7.2's numbers, which tells the part of
+  the policy from the part of the configuration.
 
 Each iteration submits the job once to a cluster settled at 2 ALIVE workers (and, for the scalers, a metric back
 at or below its lower threshold); the policies interleave (iteration i runs each once, in a rotated order), so
@@ -138,13 +140,25 @@ opsflow:
 """
 
 
+OUR_SWITCHES = """\
+  cores_per_worker: 1
+  scale_in: graceful
+  tolerance: 0.1
+  scale_up_stabilization_seconds: 0
+  scale_down_stabilization_seconds: 0
+  warmup_seconds: 10
+  demand_signals: true
+"""
+
+
 def ours_yaml(stack: StackConfig) -> str:
     """Our policy with the settings of examples/spark_scaler/autoscaler.yaml, bounds 2..4.
 
     >>> "policy: opsflow" in ours_yaml(StackConfig(home=Path("/tmp/x")))
     True
     """
-    return f"""\
+    return (
+        f"""\
 general:
   interval_seconds: 5
   cooldown_period_seconds: 15
@@ -163,14 +177,19 @@ opsflow:
   backend: local
   spark_master_ui_url: "{stack.spark_master_ui_url}"
   spark_master_url: "{stack.spark_master_url}"
-  cores_per_worker: 1
-  scale_in: graceful
-  tolerance: 0.1
-  scale_up_stabilization_seconds: 0
-  scale_down_stabilization_seconds: 0
-  warmup_seconds: 10
-  demand_signals: true
 """
+        + OUR_SWITCHES
+    )
+
+
+def ours_with_table_72(stack: StackConfig, benchmark: str) -> str:
+    """Our switches on Table 7.2's numbers (``ours-7.2``): tells the policy's part from the configuration's.
+
+    >>> text = ours_with_table_72(StackConfig(home=Path("/tmp/x")), "classification")
+    >>> "policy: opsflow" in text and "max: 0.25" in text
+    True
+    """
+    return thesis_yaml(stack, benchmark).replace("  policy: thesis\n", "  policy: opsflow\n") + OUR_SWITCHES
 
 
 @dataclass
@@ -356,7 +375,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=10, help="submits per policy (the thesis: 10)")
     parser.add_argument("--rows", type=int, default=200_000, help="generated training rows (default 200000)")
     parser.add_argument("--trees", type=int, default=10, help="boosting iterations of the model (default 10)")
-    parser.add_argument("--policies", default="2 static,thesis,ours", help="comma-separated subset, in order")
+    parser.add_argument(
+        "--policies",
+        default="2 static,thesis,ours",
+        help="comma-separated, in order, from '2 static' (first, always), thesis, ours, ours-7.2 (our switches on "
+        "Table 7.2's numbers)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every scaling action with its reason")
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.rows < 1000 or args.trees < 1:
@@ -374,9 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark, prometheus = SparkComponent(stack, env), PrometheusComponent(stack, env)
     api = PrometheusAPI(stack.prometheus_url, timeout_s=3.0)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = sorted(set(policies) - {"2 static", "thesis", "ours"})
+    unknown = sorted(set(policies) - {"2 static", "thesis", "ours", "ours-7.2"})
     if unknown or not policies or policies[0] != "2 static":
-        print(f"--policies: from '2 static', thesis, ours, starting with '2 static' (got {args.policies!r})")
+        print(f"--policies: from '2 static', thesis, ours, ours-7.2; '2 static' first (got {args.policies!r})")
         return 2
     print(f"home {home}; {args.iterations} iteration(s) of {', '.join(benchmarks)}; {args.rows} rows, "
           f"{args.trees} trees, {PARTITIONS} partitions; workers {MIN_WORKERS}..{MAX_WORKERS}", flush=True)  # fmt: skip
@@ -390,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "2 static": None,
                 "thesis": load_config_text(thesis_yaml(stack, benchmark), "Table 7.2"),
                 "ours": load_config_text(ours_yaml(stack), "examples/spark_scaler/autoscaler.yaml"),
+                "ours-7.2": load_config_text(ours_with_table_72(stack, benchmark), "Table 7.2 + our switches"),
             }
             for i in range(args.iterations):
                 for policy in rotated(policies, i):

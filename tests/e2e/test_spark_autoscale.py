@@ -27,7 +27,7 @@ from opsflow.stack.spark import local_worker_backend
 from spark_scaler.backends import LocalProcessBackend
 from spark_scaler.config import ScalerConfig, load_config, load_config_text
 from spark_scaler.controller import load_state, tick
-from spark_scaler.metrics import default_queries
+from spark_scaler.metrics import cpu_query, default_queries
 from spark_scaler.models import Action
 from tests.support import wait_until
 
@@ -186,7 +186,7 @@ def test_a_thesis_file_never_scales_in_beside_a_running_app_and_policy_opsflow_d
     from opsflow.stack.env import spark_home
     from opsflow.stack.spark import spark_conf_dir
 
-    query = default_queries()["cpu"].replace("\n", " ")
+    query = cpu_query(window="10s")  # a short window: the executors' start-up CPU leaves it sooner
     thesis = tmp_path / "listing-6-6.yaml"
     thesis.write_text(THESIS_FILE.format(query=query))
     ours = tmp_path / "opsflow.yaml"
@@ -196,7 +196,7 @@ def test_a_thesis_file_never_scales_in_beside_a_running_app_and_policy_opsflow_d
     script = tmp_path / "idle_app.py"
     script.write_text(IDLE_APP)
     env = {**os.environ, **child_env(stack), "SPARK_CONF_DIR": str(spark_conf_dir(stack.home))}
-    argv = [f"{spark_home()}/bin/spark-submit", "--conf", "spark.executor.cores=1", str(script), "75"]
+    argv = [f"{spark_home()}/bin/spark-submit", "--conf", "spark.executor.cores=1", str(script), "40"]
     app = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         master = SparkMaster(ui_url=stack.spark_master_ui_url)
@@ -216,7 +216,7 @@ def test_a_thesis_file_never_scales_in_beside_a_running_app_and_policy_opsflow_d
         if result.decision.action == Action.HOLD:  # the heat starts again at 0 under the other file's state
             result = site.scaler(ours, blocks="local").tick()
         assert result.decision.action == Action.SCALE_IN and result.decision.target == 1, result.decision.reason
-        assert result.error is None and result.stopped, result
+        assert result.observation.running_apps == 1 and result.error is None and result.stopped, result
         assert wait_until(lambda: alive(stack) == 1, timeout_s=120)
         out, _ = app.communicate(timeout=180)
         assert app.returncode == 0 and "IDLE_APP_DONE [0, 1]" in out, out[-3000:]
