@@ -1,6 +1,6 @@
 """Completion time and worker-seconds of one bursty Spark workload under four scaling policies.
 
-Run: `.venv/bin/python benchmarks/autoscale.py` (about 45 minutes: each policy 5 times, interleaved;
+Run: `.venv/bin/python benchmarks/autoscale.py` (about 50 minutes: each policy 5 times, interleaved;
 ``--repeat 1 --scenarios static-max,ours`` for a quick look; ``--variant`` tries other settings of our policy,
 ``--static N`` adds a static reference, ``-v`` prints every scaling action; ``--thesis-table`` runs the thesis's
 §7.5 experiment instead, see :mod:`autoscale_thesis`; see ``--help``). Everything runs on the

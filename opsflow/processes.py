@@ -50,13 +50,40 @@ def log_file(home: Path, key: str) -> Path:
     return home / "logs" / f"{key}.log"
 
 
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
+
+    The identity check of a recorded pid uses this rather than psutil's ``create_time``: that one adds the boot
+    time as the wall clock sees it (``/proc/stat``'s ``btime``, whole seconds), which moves by a second whenever
+    the wall clock, slewed or stepped, carries it across a second boundary; every process of a long-running
+    stack then looked dead at once. The tick count never changes for the life of the process.
+
+    >>> start_ticks(os.getpid()) == start_ticks(os.getpid()) is not None or not Path("/proc/self/stat").exists()
+    True
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after its last ')' start at field 3.
+    rest = text[text.rindex(")") + 2 :].split()
+    try:
+        return int(rest[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
 def running_process(home: Path, key: str) -> psutil.Process | None:
     """The live process recorded for ``key``, or None (no pid file, dead, or pid reused)."""
     path = pid_file(home, key)
     try:
         record = json.loads(path.read_text())
         proc = psutil.Process(int(record["pid"]))
-        if abs(proc.create_time() - float(record["create_time"])) > 1.0:
+        recorded_ticks = record.get("start_ticks")
+        if recorded_ticks is not None and start_ticks(proc.pid) is not None:
+            if start_ticks(proc.pid) != int(recorded_ticks):
+                return None
+        elif abs(proc.create_time() - float(record["create_time"])) > 1.0:  # no /proc, or an older record
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -85,7 +112,12 @@ def start_process(home: Path, spec: ProcessSpec, base_env: Mapping[str, str]) ->
             start_new_session=True,
         )
     proc = psutil.Process(popen.pid)
-    record = {"pid": popen.pid, "create_time": proc.create_time(), "argv": spec.argv}
+    record = {
+        "pid": popen.pid,
+        "create_time": proc.create_time(),
+        "start_ticks": start_ticks(popen.pid),
+        "argv": spec.argv,
+    }
     atomic_write_text(pid_file(home, spec.key), json.dumps(record))
     return proc
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from opsflow.errors import InputError
 from opsflow.files import append_line, atomic_write_text
+from opsflow.processes import ProcessSpec, start_process, start_ticks, stop_process
 from opsflow.stack.config import StackConfig
 from opsflow.stack.manager import REGISTRY, resolve_only
 from opsflow.stack.process import port_owner, running_process, tail
@@ -81,6 +84,43 @@ def test_running_process_ignores_a_recycled_pid(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x.pid").write_text(f'{{"pid": {proc.pid}, "create_time": 1.0}}')
     assert running_process(tmp_path, "x") is None
+
+
+def test_a_recorded_process_is_still_found_after_the_wall_clock_moved_and_a_recycled_pid_is_not(
+    tmp_path: Path,
+) -> None:
+    # psutil's create_time moves with the wall clock (boot time in whole seconds from /proc/stat): a record
+    # whose create_time is now 1.5 s off must still name the same live process when its start ticks match.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run").mkdir()
+        ticks = start_ticks(proc.pid)
+        assert ticks is not None
+        created = psutil.Process(proc.pid).create_time()
+        record = {"pid": proc.pid, "create_time": created + 1.5, "start_ticks": ticks}
+        (tmp_path / "run" / "x.pid").write_text(json.dumps(record))
+        found = running_process(tmp_path, "x")
+        assert found is not None and found.pid == proc.pid
+        # Another process under the same pid would have other start ticks, whatever its create_time reads.
+        (tmp_path / "run" / "x.pid").write_text(
+            json.dumps({**record, "create_time": created, "start_ticks": ticks + 7})
+        )
+        assert running_process(tmp_path, "x") is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_start_process_records_the_start_ticks(tmp_path: Path) -> None:
+    spec = ProcessSpec(key="sleeper", argv=[sys.executable, "-c", "import time; time.sleep(60)"])
+    started = start_process(tmp_path, spec, os.environ)
+    try:
+        record = json.loads((tmp_path / "run" / "sleeper.pid").read_text())
+        assert record["start_ticks"] == start_ticks(started.pid) is not None
+        assert running_process(tmp_path, "sleeper") == started
+    finally:
+        stop_process(tmp_path, "sleeper", grace_s=2)
+    assert running_process(tmp_path, "sleeper") is None
 
 
 def test_pool_templates_are_process_templates_with_pool_env() -> None:
