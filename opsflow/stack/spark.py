@@ -64,6 +64,24 @@ def spark_conf_dir(home: Path) -> Path:
     return home / "spark" / "conf"
 
 
+def spark_fallback_dir(home: Path) -> Path:
+    """Where decommissioning executors put shuffle blocks no peer took (see :func:`spark_defaults`).
+
+    >>> spark_fallback_dir(Path("/s"))
+    PosixPath('/s/spark/fallback')
+    """
+    return home / "spark" / "fallback"
+
+
+def spark_fallback_uri(home: Path) -> str:
+    """:func:`spark_fallback_dir` as Spark's ``fallbackStorage.path`` wants it: a URI ending in ``/``.
+
+    >>> spark_fallback_uri(Path("/s"))
+    'file:///s/spark/fallback/'
+    """
+    return spark_fallback_dir(home).as_uri() + "/"
+
+
 def metrics_properties() -> str:
     """metrics.properties: the PrometheusServlet sink for every instance, JVM metrics for the daemons."""
     return (
@@ -119,6 +137,12 @@ def spark_defaults(cfg: StackConfig, metrics_conf: Path) -> str:
         # A decommissioning executor looks for blocks to migrate every 30 s by default: 5 s lets it leave within
         # seconds of its last task, so a scale-in does not hold a worker half a minute longer than needed.
         ("spark.storage.decommission.replicationReattemptInterval", "5s", ""),
+        # Spark counts a shuffle block as migrated when it gives up on it (its one peer refused an upload, or no
+        # peer was registered yet) and lets the executor exit: the map output is lost and its task
+        # "Resubmitted". A block no peer takes goes here instead (the executors and reducers of the stack share
+        # this machine's file system; at a site this is a shared or object-store path).
+        ("spark.storage.decommission.fallbackStorage.path", spark_fallback_uri(cfg.home), ""),
+        ("spark.storage.decommission.fallbackStorage.cleanUp", "true", "each application removes its own"),
         ("spark.pyspark.python", str(cfg.pyspark_python), "executors' Python workers marked with this stack"),
         ("spark.worker.timeout", "30", "seconds without heartbeat before a worker is DEAD (default 60)"),
         # Small footprint: the machine may have 2 cores and several components.
@@ -246,7 +270,7 @@ class SparkComponent(Component):
         atomic_write_text(metrics, metrics_properties())
         atomic_write_text(self.conf_dir / "spark-defaults.conf", spark_defaults(self.cfg, metrics))
         atomic_write_text(self.cfg.pyspark_python, pyspark_python_script(self.cfg, sys.executable), mode=0o755)
-        for sub in ("tmp", "logs", "work", "local"):
+        for sub in ("tmp", "logs", "work", "local", "fallback"):
             self.root.joinpath(sub).mkdir(parents=True, exist_ok=True)
 
     # --- probes ------------------------------------------------------------------------------------------

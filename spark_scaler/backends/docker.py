@@ -117,7 +117,8 @@ def host_runtime_volumes(
 
     /usr, /lib, /lib64 (the JDK, glibc, bash for spark-class), the directories the JDK's symlinks point to
     (Debian keeps its config in /etc/java-*), the Python installations (for PySpark executors), SPARK_HOME, the
-    Spark conf dir and the stack's ``bin/`` beside it. Only paths that exist are returned.
+    Spark conf dir and the stack's ``bin/`` beside it; read-write, its ``fallback/`` (shuffle blocks of
+    decommissioned executors). Only paths that exist are returned.
 
     >>> "/usr" in host_runtime_volumes("/usr/lib/jvm/default-java", "/opt/spark", python_prefixes=[])
     True
@@ -140,6 +141,11 @@ def host_runtime_volumes(
         if _outside(path, paths):
             paths.append(path)
     binds: dict[str | Path, str] = {str(p): f"{p}:ro" for p in paths if p.exists()}
+    # The stack's fallback storage for shuffle blocks a decommissioning executor could not hand to a peer: the
+    # executors write it, the reducers (here or in other containers) read it at the same path.
+    fallback = Path(conf_dir).parent / "fallback" if conf_dir else None
+    if fallback is not None and fallback.is_dir():
+        binds[str(fallback.resolve())] = f"{fallback.resolve()}:rw"
     return binds
 
 

@@ -76,6 +76,21 @@ def test_spark_defaults_enable_graceful_decommissioning(cfg: StackConfig) -> Non
         assert conf[key] == "true", key
     assert conf["spark.worker.decommission.signal"] == "PWR"
     assert conf["spark.executor.decommission.signal"] == "PWR"
+    # Blocks no peer takes go to a fallback storage the workers' containers see too.
+    assert conf["spark.storage.decommission.fallbackStorage.path"] == "file:///h/spark/fallback/"
+    assert conf["spark.storage.decommission.fallbackStorage.cleanUp"] == "true"
+
+
+def test_worker_containers_get_the_fallback_storage_read_write(tmp_path: Path) -> None:
+    from spark_scaler.backends.docker import host_runtime_volumes
+
+    conf = tmp_path / "spark" / "conf"
+    conf.mkdir(parents=True)
+    (tmp_path / "spark" / "fallback").mkdir()
+    binds = host_runtime_volumes("/nonexistent-jdk", "/nonexistent-spark", conf, python_prefixes=[])
+    fallback = (tmp_path / "spark" / "fallback").resolve()
+    assert binds[str(fallback)] == f"{fallback}:rw"
+    assert binds[str(conf.resolve())] == f"{conf.resolve()}:ro"
 
 
 def test_spark_defaults_keep_memory_small(cfg: StackConfig) -> None:
