@@ -248,6 +248,16 @@ def task_outcomes(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def no_task_lost(job: Job, result: dict[str, Any], partitions: int) -> dict[str, Any]:
+    """Assert the job's whole result came back with no failed, killed, lost or resubmitted task; its outcome."""
+    assert sum(result["counts"].values()) == partitions
+    outcome = task_outcomes(job.event_log())
+    assert outcome["job_results"] == ["JobSucceeded"]
+    assert set(outcome["reasons"]) == {"Success"}, outcome["reasons"]
+    assert outcome["stage_attempts"] == [0], "a stage was re-run (lost shuffle output)"
+    return outcome
+
+
 def decommission_during_job(
     cfg: StackConfig,
     tmp: Path,
@@ -273,11 +283,7 @@ def decommission_during_job(
         result = job.wait()
     finally:
         job.stop()
-    assert sum(result["counts"].values()) == partitions
-    outcome = task_outcomes(job.event_log())
-    assert outcome["job_results"] == ["JobSucceeded"]
-    assert set(outcome["reasons"]) == {"Success"}, outcome["reasons"]  # no failed, killed or lost task
-    assert outcome["stage_attempts"] == [0], "a stage was re-run (lost shuffle output)"
+    outcome = no_task_lost(job, result, partitions)
     assert outcome["hosts"][victim.host] >= 1
     assert any(removed_reason in reason for reason in outcome["removed"]), outcome["removed"]
     state = wait_for_state(master, lambda s: live_worker(s, victim.host) is None)
@@ -379,11 +385,7 @@ def test_graceful_stop_with_no_peer_executor_keeps_the_map_output_in_the_fallbac
         result = job.wait()
     finally:
         job.stop()
-    assert sum(result["counts"].values()) == partitions
-    outcome = task_outcomes(job.event_log())
-    assert outcome["job_results"] == ["JobSucceeded"]
-    assert set(outcome["reasons"]) == {"Success"}, outcome["reasons"]  # no map output lost
-    assert outcome["stage_attempts"] == [0], "a stage was re-run (lost shuffle output)"
+    outcome = no_task_lost(job, result, partitions)
     assert outcome["hosts"][victim.host] >= 2
     assert len(outcome["hosts"]) == 2, "the remaining tasks ran on the other worker"
     assert not any(spark_fallback_dir(cfg.home).rglob("*.data")), "the application removes its fallback blocks"
