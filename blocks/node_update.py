@@ -20,7 +20,7 @@ class NodeUpdateSettings(Block):
     """Where the update bundles and the catalog live, and how fast a rollout may go.
 
     Each field can be overridden by an environment variable (OPSFLOW_NU_ROOT, OPSFLOW_NU_RES_LIMIT,
-    OPSFLOW_NU_RESERVATION, OPSFLOW_NU_MAX_FAILURES).
+    OPSFLOW_NU_RESERVATION, OPSFLOW_NU_MAX_FAILURES, OPSFLOW_NU_RESERVE_BUSY, OPSFLOW_NU_CHECK_COMMAND).
 
     Examples:
         Load the saved settings, with the environment's overrides applied:
@@ -46,6 +46,15 @@ class NodeUpdateSettings(Block):
     reservation: str = Field(default="node_update", description="Name of the single Slurm reservation (F9).")
     max_failures: int = Field(
         default=3, ge=1, description="FAIL nodes of one update after which it starts on no new node."
+    )
+    reserve_busy: bool = Field(
+        default=True,
+        description="Slots no idle node takes go to busy nodes whose jobs end soonest (a saturated machine).",
+    )
+    check_command: str = Field(
+        default="",
+        description="Site-wide health check run on each node after its update scripts; non-zero exit: FAIL.",
+        examples=["/opt/nlm/bin/node-health --quick"],
     )
     slurm_block: str = Field(default="local", description="Name of the SlurmCluster block of the cluster to update.")
 

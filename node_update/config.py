@@ -34,6 +34,8 @@ ENV = {
     "res_limit": "OPSFLOW_NU_RES_LIMIT",
     "reservation": "OPSFLOW_NU_RESERVATION",
     "max_failures": "OPSFLOW_NU_MAX_FAILURES",
+    "reserve_busy": "OPSFLOW_NU_RESERVE_BUSY",
+    "check_command": "OPSFLOW_NU_CHECK_COMMAND",
 }
 #: The fields of :class:`NodeUpdateConfig` (a Block holds more, e.g. ``slurm_block``).
 FIELDS = tuple(ENV)
@@ -94,6 +96,8 @@ def node_env(cfg: NodeUpdateConfig, env: Mapping[str, str] | None = None, home: 
     env = os.environ if env is None else env
     out = {ENV["root"]: str(cfg.root)}
     out[LOCAL_DIR_ENV] = env.get(LOCAL_DIR_ENV) or local_dir_template(home or default_home(env))
+    if cfg.check_command:
+        out[ENV["check_command"]] = cfg.check_command
     return out
 
 

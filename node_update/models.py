@@ -10,12 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class NodeState(StrEnum):
@@ -83,6 +84,7 @@ class ApplyResult(BaseModel):
     exit_code: int
     log_tail: str = ""
     at: float
+    step: str = Field("update.sh", description="What failed: update.sh, check.sh or the site check")
 
 
 class SlurmNodeView(BaseModel):
@@ -99,6 +101,10 @@ class ClusterSnapshot(BaseModel):
     nodes: list[SlurmNodeView]
     reservation: list[str] | None = Field(description="Nodes of the reservation; None when it does not exist")
     applying: list[str] = Field(default_factory=list, description="Nodes an apply job of ours runs on")
+    job_ends: dict[str, str] = Field(
+        default_factory=dict,
+        description="Busy node -> latest expected end of its jobs (squeue %e, ISO local time); absent: unknown",
+    )
 
 
 class NodeRecord(BaseModel):
@@ -133,6 +139,26 @@ class NodeUpdateConfig(BaseModel):
     res_limit: int = Field(4, ge=1, description="Most nodes in the reservation at once, FAIL ones included (F6)")
     max_failures: int = Field(3, ge=1, description="FAIL count at which an update stops starting on new nodes")
     reservation: str = Field("node_update", description="Name of the single Slurm reservation (F9)")
+    reserve_busy: bool = Field(
+        True,
+        description="Fill free slots with busy nodes whose jobs end soonest (they start once their job ended)",
+    )
+    check_command: str = Field(
+        "", description="Site-wide health check run on the node after the update scripts (shlex-split, no shell)"
+    )
+
+
+    @field_validator("check_command")
+    @classmethod
+    def _one_line_without_commas(cls, value: str) -> str:
+        # It reaches the nodes through sbatch --export, which splits at commas; shlex must be able to split it.
+        if "," in value or "\n" in value:
+            raise ValueError("must not contain a comma or a newline (it travels in sbatch --export)")
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments: {exc}") from None
+        return value
 
 
 class Plan(BaseModel):
@@ -142,6 +168,7 @@ class Plan(BaseModel):
     start: list[str] = Field(default_factory=list, description="Nodes to run `opsflow nu apply` on now")
     release: list[str] = Field(default_factory=list, description="Nodes leaving the reservation (DONE)")
     reserve: list[str] = Field(default_factory=list, description="Nodes entering the reservation (READY)")
+    restored: list[str] = Field(default_factory=list, description="FAIL nodes put back into the reservation")
     new_failures: dict[str, str] = Field(default_factory=dict, description="node -> reason")
     halted: dict[str, str] = Field(default_factory=dict, description="codename -> why it starts nowhere new")
     ledger: Ledger

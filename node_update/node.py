@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -31,7 +32,7 @@ from typing import BinaryIO
 from node_update import spool
 from node_update.catalog import SCRIPT_NAME, bundle_dir, load_catalog
 from node_update.codename import CodenameError, codename_at, parse_codename
-from node_update.config import LOCAL_DIR_ENV, local_dir_template
+from node_update.config import ENV, LOCAL_DIR_ENV, local_dir_template
 from node_update.models import ApplyResult, LevelReport, NodeRecord
 from opsflow.errors import OpsflowError
 from opsflow.files import atomic_write_text
@@ -46,6 +47,10 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 EXIT_TIMEOUT = 124
 EXIT_NO_LEVEL = 2
+#: A bundle's own health check, run after its update.sh (optional).
+CHECK_NAME = "check.sh"
+#: The site-wide check command (the settings' check_command), handed to the apply job's nodes.
+CHECK_COMMAND_ENV = ENV["check_command"]
 
 
 class NodeError(OpsflowError, ValueError):
@@ -171,10 +176,12 @@ def apply(
 
     For each codename: ``root/updates/<codename>/update.sh`` runs as an argument list (no shell) in its bundle
     directory with ``CODENAME``, ``NODE``, ``BUNDLE_DIR`` and ``LOCAL_DIR`` added to the environment; its output
-    goes to ``spool/logs/<node>.<codename>.log``. On success ``local.version`` becomes the codename, then an
-    ``ApplyResult(ok=True)`` is written; on failure (non-zero exit, missing script 127, not executable 126,
-    timeout 124 after killing its process group) an ``ApplyResult(ok=False)`` with the last log lines, and the
-    chain stops. ``skipped`` (default: the ledger's list for this node) names codenames an operator released.
+    goes to ``spool/logs/<node>.<codename>.log``. Then the health checks (:func:`health_checks`: the bundle's
+    ``check.sh``, the site's check command) run the same way, into the same log. When all passed
+    ``local.version`` becomes the codename, then an ``ApplyResult(ok=True)`` is written; on failure (non-zero
+    exit, missing script 127, not executable 126, timeout 124 after killing its process group) an
+    ``ApplyResult(ok=False)`` naming the step that failed, with the last log lines, and the chain stops.
+    ``skipped`` (default: the ledger's list for this node) names codenames an operator released.
 
     With nothing pending it writes a report of its level instead, so the tick learns where the node is (after a
     reboot, say). A missing or damaged ``local.version`` while the ledger expects work is a failure result for
@@ -233,10 +240,32 @@ def apply(
     return results
 
 
-def _result(node: str, codename: str, exit_code: int, log_tail: str) -> ApplyResult:
+def _result(node: str, codename: str, exit_code: int, log_tail: str, step: str = SCRIPT_NAME) -> ApplyResult:
     return ApplyResult(
-        node=node, codename=codename, ok=exit_code == 0, exit_code=exit_code, log_tail=log_tail, at=time.time()
+        node=node,
+        codename=codename,
+        ok=exit_code == 0,
+        exit_code=exit_code,
+        log_tail=log_tail,
+        at=time.time(),
+        step=step,
     )
+
+
+def health_checks(bundle: Path, env: Mapping[str, str]) -> list[tuple[str, list[str]]]:
+    """The checks after a bundle's update scripts, in order: its own ``check.sh`` if it has one, then the site's
+    check command (``OPSFLOW_NU_CHECK_COMMAND``, split like a shell would, run without one): (step name, argv).
+
+    >>> health_checks(Path("/nonexistent"), {"OPSFLOW_NU_CHECK_COMMAND": "node-health --quick"})
+    [('site check', ['node-health', '--quick'])]
+    """
+    checks: list[tuple[str, list[str]]] = []
+    if (bundle / CHECK_NAME).exists():
+        checks.append((CHECK_NAME, [str(bundle / CHECK_NAME)]))
+    site = env.get(CHECK_COMMAND_ENV, "").strip()
+    if site:
+        checks.append(("site check", shlex.split(site)))
+    return checks
 
 
 def _run_one(root: Path, node: str, codename: str, timeout: float, kill_grace: float) -> ApplyResult:
@@ -259,15 +288,27 @@ def _run_one(root: Path, node: str, codename: str, timeout: float, kill_grace: f
         "BUNDLE_DIR": str(bundle),
         "LOCAL_DIR": str(local_dir(node)),
     }
+    step = SCRIPT_NAME
     with open(logfile, "wb") as out:
-        exit_code = _run_script(script, bundle, env, out, timeout, kill_grace)
-    return _result(node, codename, exit_code, _tail(logfile))
+        exit_code = _run_script([str(script)], bundle, env, out, timeout, kill_grace)
+        # The seed's "same system checks used in NLM" before DONE: local.version is written only if they pass.
+        for name, argv in health_checks(bundle, env) if exit_code == 0 else []:
+            step = name
+            out.write(f"\nopsflow: running {name}: {shlex.join(argv)}\n".encode())
+            out.flush()
+            exit_code = _run_script(argv, bundle, env, out, timeout, kill_grace)
+            if exit_code != 0:
+                break
+    return _result(node, codename, exit_code, _tail(logfile), step if exit_code else SCRIPT_NAME)
 
 
-def _run_script(script: Path, cwd: Path, env: dict[str, str], out: BinaryIO, timeout: float, kill_grace: float) -> int:
+def _run_script(
+    argv: list[str], cwd: Path, env: dict[str, str], out: BinaryIO, timeout: float, kill_grace: float
+) -> int:
+    script = argv[0]
     try:
         proc = subprocess.Popen(
-            [str(script)],
+            argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

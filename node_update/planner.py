@@ -4,12 +4,14 @@ It is the seed's Orchestrator decision, made level-triggered: every tick recompu
 what it observes, so a tick killed at any point is repaired by the next one.
 
 Rules (seed section V-VI):
-- F2 only nodes with no job and in a usable state are ever reserved; a reserved node starts only while idle.
+- F2 an update starts only on a reserved node with no job, in a usable state. Idle nodes are reserved first;
+  slots they leave free go to busy nodes whose jobs end soonest (``reserve_busy``, for a saturated machine).
 - F6 the reservation never holds more than ``res_limit`` nodes, FAIL ones included.
 - F9 one reservation; it is deleted when it would be empty.
 - F7 a node's level is its boot time or its last applied codename; it needs every covering update newer than it.
 - F4 a retired update is simply absent from the catalog: nodes stop needing it.
-- FAIL nodes stay reserved until an operator resolves them; an update with ``max_failures`` FAIL nodes, or a
+- FAIL is sticky: a FAIL node stays reserved (one found outside is put back) and stays FAIL across reboots
+  until an operator resolves it; an update with ``max_failures`` FAIL nodes, or a
   failed canary, starts on no new node; a catalog with a bad line starts nothing new.
 
 Example:
@@ -61,6 +63,10 @@ UNUSABLE_STATES = frozenset(
 )
 
 
+#: Sorts after every ISO time: a busy node whose job has no known end is reserved last.
+UNKNOWN_END = "~"
+
+
 def usable(node: SlurmNodeView) -> bool:
     """Idle in Slurm's eyes: no job, and not down/drained (F2)."""
     return not node.has_job and node.state.lower() not in UNUSABLE_STATES
@@ -94,12 +100,10 @@ def record_messages(
         rebooted = report.source == "boot" and (rec.level is None or report.level > rec.level)
         rec.level = _max_level(rec.level, report.level)
         if rebooted:
-            # F7: a rebooted node is up to date as of its boot time; an old failure no longer applies to it. Only a
-            # boot newer than the level counts: the same report read again must not undo an operator's release.
+            # F7: a rebooted node is up to date as of its boot time. Only a boot newer than the level counts: the
+            # same report read again must not undo an operator's release. A FAIL node stays FAIL: a reboot does
+            # not say why its update failed, only an operator does (`opsflow nu resolve`).
             rec.skipped = []
-            failed = rec.failed_codename
-            if rec.state == NodeState.FAIL and failed and rec.level is not None and rec.level >= failed:
-                rec.state, rec.reason, rec.failed_codename = NodeState.IDLE, "", None
     for result in sorted(results, key=lambda r: (r.at, r.codename)):
         rec = led.nodes.setdefault(result.node, NodeRecord())
         if result.ok:
@@ -108,7 +112,7 @@ def record_messages(
                 rec.state, rec.reason, rec.failed_codename = NodeState.IDLE, "", None
         else:
             last = result.log_tail.strip().splitlines()[-1:] or [""]
-            reason = f"{result.codename}: update.sh exited {result.exit_code}: {last[0][:200]}".rstrip(": ")
+            reason = f"{result.codename}: {result.step} exited {result.exit_code}: {last[0][:200]}".rstrip(": ")
             rec.state, rec.reason, rec.failed_codename = NodeState.FAIL, reason, result.codename
             new_failures[result.node] = reason
     return led, new_failures
@@ -157,7 +161,9 @@ def plan_tick(
     keep_fixed: list[str] = []  # FAIL and UPDATING: never dropped
     keep_ready: list[str] = []  # reserved, work pending, not running yet
     release: list[str] = []
-    candidates: list[tuple[str, str]] = []  # (next codename, node) not reserved yet
+    candidates: list[tuple[str, str]] = []  # (next codename, node) not reserved yet, idle
+    busy_candidates: list[tuple[str, str, str]] = []  # (job end, next codename, node) not reserved, a job runs
+    outside_fail: list[str] = []  # FAIL nodes found outside the reservation
     in_flight: Counter[str] = Counter()
 
     for name in sorted(by_name):
@@ -167,8 +173,9 @@ def plan_tick(
         nxt = pending[0] if pending else None
         blocked = catalog.error is not None or (nxt is not None and nxt in halted)
         if rec.state == NodeState.FAIL:
-            if name in reserved:
-                keep_fixed.append(name)
+            # Sticky FAIL: one found outside (a manual edit, a tick killed between steps) goes back in; it
+            # returns to production only through an operator.
+            (keep_fixed if name in reserved else outside_fail).append(name)
             continue
         if name in applying:
             rec.state, rec.reason = NodeState.UPDATING, f"applying {', '.join(pending)}" if pending else "applying"
@@ -200,6 +207,8 @@ def plan_tick(
             candidates.append((nxt, name))
         else:
             rec.reason = f"waiting for {nxt}: {_busy(node)}"
+            if settings.reserve_busy and node.has_job and node.state.lower() not in UNUSABLE_STATES:
+                busy_candidates.append((snapshot.job_ends.get(name, UNKNOWN_END), nxt, name))
 
     # F6: over the limit (the setting was lowered): give back nodes that have not started, newest first.
     while len(keep_fixed) + len(keep_ready) > settings.res_limit and keep_ready:
@@ -207,6 +216,7 @@ def plan_tick(
         release.append(name)
         led.nodes[name].state, led.nodes[name].reason = NodeState.IDLE, "released: over res_limit"
 
+    restored = _restore_failed(outside_fail, keep_fixed, keep_ready, release, led, settings.res_limit, notes)
     free = settings.res_limit - len(keep_fixed) - len(keep_ready)
     canary_room = _canary_room(catalog, led, in_flight)
     reserve: list[str] = []
@@ -214,15 +224,20 @@ def plan_tick(
         if free <= 0:
             led.nodes[name].reason = f"waiting for a slot in the reservation (res_limit {settings.res_limit})"
             continue
-        room = canary_room.get(nxt)
-        if room is not None and room <= 0:
-            led.nodes[name].reason = f"waiting: canary of {nxt} not finished"
-            continue
-        if room is not None:
-            canary_room[nxt] = room - 1
-        reserve.append(name)
-        free -= 1
-        led.nodes[name].state, led.nodes[name].reason = NodeState.READY, "reserved this tick"
+        if _take_canary_slot(canary_room, nxt, led.nodes[name]):
+            reserve.append(name)
+            free -= 1
+            led.nodes[name].state, led.nodes[name].reason = NodeState.READY, "reserved this tick"
+    # Saturation: on a full machine a freed node goes to the next queued job within a second, so waiting for
+    # idle nodes can stall a rollout for as long as the backlog lasts. Slots no idle node takes go to busy nodes
+    # whose jobs end soonest: the MAINT+IGNORE_JOBS reservation leaves their job alone and gives the node no
+    # new one; the update starts on the first tick that sees it idle (F2), at most one tick after the job ended.
+    for end, nxt, name in sorted(busy_candidates)[: max(free, 0)]:
+        if free > 0 and _take_canary_slot(canary_room, nxt, led.nodes[name]):
+            reserve.append(name)
+            free -= 1
+            until = "" if end == UNKNOWN_END else f" (expected end {end})"
+            led.nodes[name].state, led.nodes[name].reason = NodeState.READY, f"reserved while its job runs{until}"
 
     # A node starts on the tick after it was reserved, once Slurm shows it reserved and idle (F2).
     start = [n for n in keep_ready if usable(by_name[n])]
@@ -232,11 +247,53 @@ def plan_tick(
         start=start,
         release=sorted(release),
         reserve=sorted(reserve),
+        restored=restored,
         new_failures=new_failures,
         halted=halted,
         ledger=led,
         notes=notes,
     )
+
+
+def _restore_failed(
+    outside: list[str],
+    keep_fixed: list[str],
+    keep_ready: list[str],
+    release: list[str],
+    ledger: Ledger,
+    res_limit: int,
+    notes: list[str],
+) -> list[str]:
+    """Put FAIL nodes found outside the reservation back in (into ``keep_fixed``); returns them.
+
+    F6 still holds: a READY node that has not started gives its slot up first; past that a FAIL node stays out,
+    with a note each tick, until a slot frees.
+    """
+    restored: list[str] = []
+    for name in outside:
+        if len(keep_fixed) >= res_limit:
+            notes.append(f"{name}: FAIL outside the reservation and no slot under res_limit {res_limit}")
+            continue
+        if len(keep_fixed) + len(keep_ready) >= res_limit:
+            given = keep_ready.pop()
+            release.append(given)
+            ledger.nodes[given].state, ledger.nodes[given].reason = NodeState.IDLE, "released: a FAIL node's slot"
+        keep_fixed.append(name)
+        restored.append(name)
+        notes.append(f"{name}: FAIL outside the reservation, put back (only `opsflow nu resolve` releases it)")
+    return restored
+
+
+def _take_canary_slot(canary_room: dict[str, int], codename: str, rec: NodeRecord) -> bool:
+    """Whether a node may take ``codename`` now under its canary (taking one place if so); else says why."""
+    room = canary_room.get(codename)
+    if room is None:
+        return True
+    if room <= 0:
+        rec.reason = f"waiting: canary of {codename} not finished"
+        return False
+    canary_room[codename] = room - 1
+    return True
 
 
 def _canary_room(catalog: Catalog, ledger: Ledger, in_flight: Counter[str]) -> dict[str, int]:

@@ -2,8 +2,8 @@
 
 The seed's Orchestrator protects slurmctld by aggregation (section VI.F); here that is a fixed budget:
 
-- :meth:`NodeUpdateSlurm.snapshot`: exactly 3 commands (one ``sinfo`` for all nodes, one ``scontrol show
-  reservation``, one ``squeue`` for our apply jobs);
+- :meth:`NodeUpdateSlurm.snapshot`: exactly 4 commands (one ``sinfo`` for all nodes, one ``scontrol show
+  reservation``, one ``squeue`` for our apply jobs, one ``squeue`` for the end times of all running jobs);
 - :meth:`NodeUpdateSlurm.set_reservation`: at most 1 (create, update or delete the single reservation, F9);
 - :meth:`NodeUpdateSlurm.start_apply`: exactly 1 ``sbatch`` for all nodes that start this tick.
 
@@ -23,6 +23,9 @@ Output formats, as slurm-wlm 22.05.8 prints them (captured on the local stack; s
 - ``squeue --noheader --name=<job> --states=... --format=%i|%T|%N|%n`` → ``14|RUNNING|nid001|nid001``,
   ``15|PENDING||nid003`` (a pending job has no ``%N`` yet; ``%n`` is its requested ``--nodelist``),
   ``14|COMPLETING|nid001|nid001``.
+- ``squeue --noheader --states=RUNNING,CONFIGURING,COMPLETING --format=%N|%e`` → ``nid[001-002]|2026-12-03T14:05:00``
+  (the expected end: start + time limit, local time, ISO, so it sorts as a string; ``Unknown`` or ``N/A`` without
+  a limit).
 
 Example:
     >>> snap = build_snapshot("nid001|allocated\\nnid002|idle\\n", None, "7|RUNNING|nid001|nid001\\n")
@@ -49,6 +52,9 @@ APPLY_JOB_NAME = "opsflow-nu-apply"
 SINFO_FORMAT = "NodeList:0|,StateComplete:0"
 #: squeue: id, long state, allocated nodes (empty while pending), requested ``--nodelist``.
 SQUEUE_FORMAT = "%i|%T|%N|%n"
+#: squeue of all running jobs: nodes, expected end.
+ENDS_FORMAT = "%N|%e"
+ENDS_STATES = ("RUNNING", "CONFIGURING", "COMPLETING")
 #: States of an apply job that still holds (or is about to hold) its nodes.
 APPLY_JOB_STATES = ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING")
 #: Flags of a new reservation: MAINT keeps user jobs off its nodes (and lets it overlap other reservations),
@@ -188,8 +194,32 @@ def parse_apply_jobs(text: str) -> list[ApplyJob]:
     return jobs
 
 
-def build_snapshot(sinfo: str, reservation: list[str] | None, squeue: str) -> ClusterSnapshot:
-    """The tick's view from the three outputs (pure). ``has_job`` is False on a node whose only job is one of
+def parse_job_ends(text: str) -> dict[str, str]:
+    """Node -> the latest expected end of the jobs running on it, from ``squeue --format=%N|%e`` (ISO times
+    compare as strings; a job without a known end leaves its nodes out: the planner reserves those last).
+
+    >>> parse_job_ends("nid[001-002]|2026-12-03T14:05:00\\nnid002|2026-12-03T15:00:00\\nnid003|Unknown\\n")
+    {'nid001': '2026-12-03T14:05:00', 'nid002': '2026-12-03T15:00:00'}
+    """
+    ends: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        nodes, sep, end = line.strip().rpartition("|")
+        if not sep:
+            if line.strip():
+                raise ValueError(f"squeue line {number}: expected 'nodes|end', got {line!r}")
+            continue
+        if not end[:1].isdigit():
+            continue  # Unknown, N/A: no time limit
+        # Most jobs run on one node: expand a hostlist only when there is one (10,000 lines per tick).
+        names = _expand(nodes, f"squeue line {number}") if "[" in nodes or "," in nodes else [nodes] if nodes else []
+        for name in names:
+            if end > ends.get(name, ""):
+                ends[name] = end
+    return ends
+
+
+def build_snapshot(sinfo: str, reservation: list[str] | None, squeue: str, ends: str = "") -> ClusterSnapshot:
+    """The tick's view from the four outputs (pure). ``has_job`` is False on a node whose only job is one of
     our apply jobs (running/completing: ``--exclusive`` keeps every other job off it); a *pending* apply job
     masks nothing, the user job it waits for still counts. ``applying`` holds the nodes of every apply job,
     pending ones included (their nodes are promised to it).
@@ -205,7 +235,7 @@ def build_snapshot(sinfo: str, reservation: list[str] | None, squeue: str) -> Cl
         for n in parse_sinfo(sinfo)
     ]
     applying = sorted({n for job in jobs for n in job.nodes})
-    return ClusterSnapshot(nodes=nodes, reservation=reservation, applying=applying)
+    return ClusterSnapshot(nodes=nodes, reservation=reservation, applying=applying, job_ends=parse_job_ends(ends))
 
 
 def apply_script(command: Sequence[str]) -> str:
@@ -263,7 +293,8 @@ class NodeUpdateSlurm:
         return self.cli.run(argv, self.timeout_s, stdin=stdin)
 
     def snapshot(self, reservation: str, apply_job_name: str = APPLY_JOB_NAME) -> ClusterSnapshot:
-        """Nodes, the reservation and our apply jobs in exactly 3 commands, whatever the node count.
+        """Nodes, the reservation, our apply jobs and the running jobs' ends in exactly 4 commands, whatever the
+        node count.
 
         >>> NodeUpdateSlurm(SlurmCLI(conf=Path("/s/slurm.conf"))).snapshot("node_update")  # doctest: +SKIP
         ClusterSnapshot(nodes=[...], reservation=None, applying=[])
@@ -287,7 +318,8 @@ class NodeUpdateSlurm:
                 f"--format={SQUEUE_FORMAT}",
             ]
         )
-        return build_snapshot(sinfo, parse_reservation(shown, reservation), squeue)
+        ends = self._run(["squeue", "--noheader", f"--states={','.join(ENDS_STATES)}", f"--format={ENDS_FORMAT}"])
+        return build_snapshot(sinfo, parse_reservation(shown, reservation), squeue, ends)
 
     def set_reservation(self, name: str, nodes: Sequence[str] | None, current: Sequence[str] | None) -> None:
         """Make reservation ``name`` hold exactly ``nodes`` (None or empty: delete it) in at most one command;

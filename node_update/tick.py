@@ -2,7 +2,7 @@
 
 The seed's Orchestrator (section VI), level-triggered: a tick recomputes the desired reservation from what it
 observes, so a tick killed at any line is repaired by the next one, and nothing lives in memory between ticks.
-One tick costs slurmctld a constant number of commands whatever the size: 3 for the snapshot, at most 1 to change
+One tick costs slurmctld a constant number of commands whatever the size: 4 for the snapshot, at most 1 to change
 the reservation (F9), at most 1 ``sbatch`` that runs ``opsflow nu apply`` on every node ready to start. Only one
 tick (or operator command) acts at a time: :func:`run_tick` holds the root's lock.
 

@@ -211,8 +211,13 @@ class NodeUpdateAPI:
         update_minutes: float = 10.0,
         tick_minutes: float = 1.0,
         seed: int = 1,
+        saturated: bool = False,
+        reserve_busy: bool = True,
     ) -> SimulationReport:
         """Predict a rollout's makespan with the real planner on a synthetic job trace, next to its lower bound.
+
+        ``saturated``: a queue that never empties (a freed node goes to the next job at once unless reserved);
+        ``reserve_busy``: the planner's setting (False: the old mechanism, idle nodes only).
 
         >>> import opsflow
         >>> opsflow.connect().node_update.simulate(nodes=20, res_limit=5, utilization=0.0).makespan_hours * 60
@@ -227,6 +232,8 @@ class NodeUpdateAPI:
                 update_minutes=update_minutes,
                 tick_minutes=tick_minutes,
                 seed=seed,
+                saturated=saturated,
+                reserve_busy=reserve_busy,
             )
         except ValidationError as exc:
             problems = [(0, ".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]

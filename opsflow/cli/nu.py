@@ -126,18 +126,29 @@ def simulate(
     update_minutes: Annotated[float, typer.Option(help="Time update.sh takes on a node")] = 10.0,
     tick_minutes: Annotated[float, typer.Option(help="Interval between ticks")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed of the job trace")] = 1,
+    saturated: Annotated[bool, typer.Option(help="A queue that never empties: freed nodes take a job at once")] = False,
+    reserve_busy: Annotated[bool, typer.Option(help="Free slots take busy nodes ending soonest")] = True,
+    compare: Annotated[bool, typer.Option(help="Run idle-only and reserve-busy side by side")] = False,
 ) -> None:
     """Predict a rollout's makespan with the real planner on a synthetic job trace, next to its lower bound."""
-    result = _api().simulate(
-        nodes=nodes,
-        res_limit=res_limit,
-        utilization=utilization,
-        mean_job_hours=mean_job_hours,
-        update_minutes=update_minutes,
-        tick_minutes=tick_minutes,
-        seed=seed,
-    )
-    console.print(str(result))
+    from node_update.simulate import SimulationResult, format_comparison
+
+    api = _api()
+
+    def run(busy: bool) -> SimulationResult:
+        return api.simulate(
+            nodes=nodes,
+            res_limit=res_limit,
+            utilization=utilization,
+            mean_job_hours=mean_job_hours,
+            update_minutes=update_minutes,
+            tick_minutes=tick_minutes,
+            seed=seed,
+            saturated=saturated,
+            reserve_busy=busy,
+        )
+
+    console.print(format_comparison(run(False), run(True)) if compare else str(run(reserve_busy)))
 
 
 # --- node side: run on the compute nodes by slurmd and the apply job; never call Slurm, Prefect or the API -------

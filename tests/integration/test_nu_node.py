@@ -510,3 +510,41 @@ def test_ledger_round_trip_and_damage(root: Path) -> None:
     spool.ledger_path(root).write_text('{"nodes": {"nid001": {"state": "MAYBE"}}}')
     with pytest.raises(spool.SpoolError, match=r"nodes\.json: damaged ledger: nodes\.nid001\.state"):
         spool.load_ledger(root)
+
+
+# --- health checks before DONE (the seed's NLM checks) -------------------------------------------------------------
+def test_a_failing_check_sh_makes_the_update_fail_with_its_output_and_keeps_the_old_level(
+    root: Path, tmp_path: Path
+) -> None:
+    src = make_bundle(tmp_path / "src-check")
+    (src / "check.sh").write_text(ROOT_LINE + 'echo "gpu0: ECC errors on $NODE" >&2\nexit 4\n')
+    (src / "check.sh").chmod(0o755)
+    publish(root, U1, "nid001", bundle=src)
+    node.boot(root, "nid001", now=BOOT)
+    [result] = node.apply(root, "nid001")
+    assert not result.ok and result.exit_code == 4 and result.step == "check.sh"
+    assert "gpu0: ECC errors on nid001" in result.log_tail
+    assert node.read_level("nid001") == "20251201000000"  # local.version untouched: not DONE
+
+
+def test_the_site_check_command_runs_after_check_sh_as_an_argument_list(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_bundle(tmp_path / "src-site")
+    (src / "check.sh").write_text(ROOT_LINE + 'echo bundle-check >> "$NU_TRACE"\n')
+    (src / "check.sh").chmod(0o755)
+    site = tmp_path / "site check.sh"  # a space: it must travel as one argument
+    site.write_text(ROOT_LINE + 'echo "site-check $1 $CODENAME" >> "$NU_TRACE"\ntest "$1" = "--quick; rm -rf /"\n')
+    site.chmod(0o755)
+    monkeypatch.setenv("OPSFLOW_NU_CHECK_COMMAND", f"'{site}' '--quick; rm -rf /'")
+    publish(root, U1, "nid001", bundle=src)
+    node.boot(root, "nid001", now=BOOT)
+    [result] = node.apply(root, "nid001")
+    assert result.ok, result.log_tail
+    assert Path(os.environ["NU_TRACE"]).read_text().splitlines() == ["bundle-check", f"site-check --quick; rm -rf / {U1}"]
+    assert node.read_level("nid001") == U1
+    monkeypatch.setenv("OPSFLOW_NU_CHECK_COMMAND", f"'{site}' --full")
+    publish_with(root, tmp_path, U2, "nid001", body="exit 0\n")
+    [failed] = node.apply(root, "nid001")
+    assert not failed.ok and failed.step == "site check" and failed.exit_code == 1
+    assert node.read_level("nid001") == U1

@@ -70,10 +70,10 @@ def nu(cli: SlurmCLI) -> Iterator[NodeUpdateSlurm]:
 
 
 def snapshot(nu: NodeUpdateSlurm) -> ClusterSnapshot:
-    """A snapshot, checking it took exactly 3 Slurm commands."""
+    """A snapshot, checking it took exactly 4 Slurm commands."""
     before = nu.commands_run
     snap = nu.snapshot(RES)
-    assert nu.commands_run - before == 3
+    assert nu.commands_run - before == 4
     return snap
 
 
@@ -122,15 +122,15 @@ def test_reservation_create_update_delete_one_command_each(nu: NodeUpdateSlurm) 
     assert busy(snap) == []
 
     nu.set_reservation(RES, ["nid001"], snap.reservation)
-    assert nu.commands_run == 5
+    assert nu.commands_run == 6
     snap = snapshot(nu)
     assert snap.reservation == ["nid001"]
 
     nu.set_reservation(RES, ["nid001"], snap.reservation)  # unchanged
-    assert nu.commands_run == 8
+    assert nu.commands_run == 10
 
     nu.set_reservation(RES, None, snap.reservation)
-    assert nu.commands_run == 9
+    assert nu.commands_run == 11
     assert snapshot(nu).reservation is None
 
 

@@ -69,15 +69,48 @@ def test_rollout_reserves_then_starts_then_releases_within_res_limit() -> None:
     assert p4.ledger.nodes["nid001"].level == U1 and p4.ledger.nodes["nid001"].state == NodeState.DONE
 
 
-def test_busy_nodes_are_never_reserved_and_reserved_busy_nodes_wait() -> None:
+def test_busy_nodes_are_never_reserved_without_reserve_busy_and_reserved_busy_nodes_wait() -> None:
     cat = catalog((U1, NODES, 0))
-    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], config(res_limit=8))
+    old = config(res_limit=8, reserve_busy=False)
+    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], old)
     assert plan.reserve == NODES[2:]
     assert "with a job" in plan.ledger.nodes["nid001"].reason
+    plan = plan_tick(snapshot(None, busy={"nid001", "nid002"}), cat, booted(), [], [], config(res_limit=8))
+    assert plan.reserve == NODES  # the default: the free slots take the busy ones too
     # A job slipped onto a reserved node (IGNORE_JOBS): it stays READY and does not start.
     later = plan_tick(snapshot(["nid003"], busy={"nid003"}), cat, booted(), [], [], config(res_limit=1))
     assert later.start == [] and later.reservation == ["nid003"]
     assert later.ledger.nodes["nid003"].state == NodeState.READY
+
+
+def test_free_slots_go_to_idle_nodes_first_then_to_busy_nodes_whose_jobs_end_soonest() -> None:
+    ends = {"nid001": "2026-12-03T16:00:00", "nid002": "2026-12-03T14:05:00", "nid003": "2026-12-03T14:01:00"}
+    nodes = [SlurmNodeView(name=n, state="alloc", has_job=n != "nid008") for n in NODES]
+    nodes[3] = SlurmNodeView(name="nid004", state="draining", has_job=True)
+    nodes[7] = SlurmNodeView(name="nid008", state="idle", has_job=False)
+    ends["nid004"] = "2026-12-03T13:00:00"
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=3)
+    plan = plan_tick(ClusterSnapshot(nodes=nodes, reservation=None, job_ends=ends), cat, booted(), [], [], cfg)
+    assert plan.reserve == ["nid002", "nid003", "nid008"]  # idle nid008, then the two soonest ends; never drain
+    assert plan.ledger.nodes["nid003"].reason == "reserved while its job runs (expected end 2026-12-03T14:01:00)"
+    assert plan.start == []
+    # Next tick: nid003's job ended, nid002's still runs: only the idle ones start (F2).
+    nodes[2] = SlurmNodeView(name="nid003", state="idle", has_job=False)
+    snap = ClusterSnapshot(nodes=nodes, reservation=plan.reservation, job_ends=ends)
+    nxt = plan_tick(snap, cat, plan.ledger, [], [], cfg)
+    assert nxt.start == ["nid003", "nid008"] and nxt.reservation == plan.reservation
+    assert nxt.ledger.nodes["nid002"].reason == "waiting: node is alloc with a job"
+
+
+def test_a_fail_node_outside_the_reservation_is_put_back_even_in_place_of_a_ready_one() -> None:
+    led = booted()
+    led.nodes["nid005"] = NodeRecord(level=BOOT, state=NodeState.FAIL, failed_codename=U1, reason="x")
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=2)
+    plan = plan_tick(snapshot(["nid001", "nid002"]), cat, led, [], [], cfg)
+    assert plan.restored == ["nid005"] and plan.reservation == ["nid001", "nid005"]
+    assert plan.release == ["nid002"] and plan.start == ["nid001"]
+    assert any("nid005: FAIL outside the reservation, put back" in note for note in plan.notes)
+    assert plan.ledger.nodes["nid005"].state == NodeState.FAIL
 
 
 def test_failed_node_stays_reserved_counts_against_the_limit_and_others_go_on() -> None:
@@ -141,13 +174,18 @@ def test_two_updates_are_applied_oldest_first() -> None:
     assert plan.ledger.nodes["nid001"].level == U1
 
 
-def test_boot_after_publish_counts_as_updated_and_clears_an_old_failure() -> None:
+def test_a_boot_raises_the_level_but_leaves_a_fail_node_in_fail_until_an_operator_resolves_it() -> None:
     led = booted()
     led.nodes["nid001"] = NodeRecord(level=BOOT, state=NodeState.FAIL, failed_codename=U1, reason="x")
     boot = LevelReport(node="nid001", level="20260215000000", at=2.0, source="boot")
-    plan = plan_tick(snapshot(["nid001"]), catalog((U1, ["nid001"], 0)), led, [boot], [], config())
-    assert plan.ledger.nodes["nid001"].state == NodeState.DONE
-    assert plan.reservation is None
+    cat = catalog((U1, ["nid001"], 0))
+    plan = plan_tick(snapshot(["nid001"]), cat, led, [boot], [], config())
+    rec = plan.ledger.nodes["nid001"]
+    assert rec.state == NodeState.FAIL and rec.level == "20260215000000"
+    assert plan.reservation == ["nid001"]
+    rec.state, rec.failed_codename = NodeState.IDLE, None  # what `opsflow nu resolve` does
+    after = plan_tick(snapshot(["nid001"]), cat, plan.ledger, [], [], config())
+    assert after.release == ["nid001"] and after.reservation is None
 
 
 def test_a_boot_report_read_again_keeps_an_operators_release() -> None:
@@ -212,13 +250,18 @@ def check_invariants(snap: ClusterSnapshot, cat: Catalog, plan: Plan, cfg: NodeU
     before = set(snap.reservation or [])
     by_name = {n.name: n for n in snap.nodes}
     assert len(out) <= cfg.res_limit, "F6: reservation over res_limit"
-    for name in plan.reserve:  # F2: only idle nodes are ever reserved
-        assert usable(by_name[name]) and name not in before
+    for name in plan.reserve:  # idle nodes, or busy ones (their update starts only once the job ended: F2)
+        node = by_name[name]
+        assert name not in before and (usable(node) or (node.has_job and node.state != "down"))
     for name in plan.start:
         assert name in before and name in out and usable(by_name[name]) and name not in snap.applying
     for name, rec in plan.ledger.nodes.items():
         if rec.state == NodeState.FAIL and name in before:
             assert name in out, "a FAIL node left the reservation"
+        if rec.state == NodeState.FAIL and name not in out:  # sticky FAIL: only when the slots are all FAIL/UPDATING
+            assert len(out) == cfg.res_limit and all(
+                plan.ledger.nodes[n].state in (NodeState.FAIL, NodeState.UPDATING) for n in out
+            ), "a FAIL node was left outside the reservation with a slot free"
     for name in snap.applying:
         if name in before:
             assert name in out, "a node left the reservation while updating"
