@@ -43,7 +43,7 @@ from pydantic import PrivateAttr
 from node_update import catalog as catalog_io
 from node_update import spool
 from node_update.models import ApplyResult, LevelReport, NodeUpdateConfig
-from node_update.simulate import SimulationConfig, node_names, simulate
+from node_update.simulate import SimulationConfig, SimulationResult, node_names, simulate
 from node_update.slurm import NodeUpdateSlurm, parse_reservation
 from node_update.tick import run_tick
 from opsflow.adapters.slurm import SlurmCLI, SlurmError, parse_scontrol_record
@@ -52,9 +52,10 @@ BOOT = "20260101000000"
 UPDATE = "20260102000000"
 RES_LIMIT = 64
 RESERVATION = "node_update"
-#: (nodes, pending requests per tick): every node at once (the issue's case), and a steady state of 100 requests a
-#: tick on 10,000 nodes (Piz Daint's 7,517 nodes with 6-hour jobs end about 21 jobs a minute).
-CASES = ((1_000, 1_000), (10_000, 10_000), (10_000, 100))
+#: (nodes, pending requests per tick, share of nodes running a user job): every node at once (the issue's case), a
+#: steady state of 100 requests a tick on 10,000 nodes (Piz Daint's 7,517 nodes with 6-hour jobs end about 21 jobs
+#: a minute), and a saturated machine (every node busy: the free slots take busy nodes by their jobs' end times).
+CASES = ((1_000, 1_000, 0.9), (10_000, 10_000, 0.9), (10_000, 100, 0.9), (10_000, 10_000, 1.0))
 GOAL_S = 0.5
 
 #: ``scontrol show node <n> --oneliner`` as slurm-wlm 22.05 lays it out (one record per line); {name}, {state}.
@@ -89,10 +90,16 @@ class Cluster:
     commands: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def synthetic(cls, count: int) -> Cluster:
+    def synthetic(cls, count: int, busy_share: float = 0.9) -> Cluster:
         names = node_names(count)
-        busy = {n for i, n in enumerate(names) if i % 10 != 0}  # 90% run a user job
+        idle_every = round(1 / (1 - busy_share)) if busy_share < 1 else 0  # 0.9: every 10th node is idle
+        busy = {n for i, n in enumerate(names) if not idle_every or i % idle_every != 0}
         return cls(nodes=names, busy=busy, level=dict.fromkeys(names, BOOT))
+
+    def job_end(self, node: str) -> str:
+        """The expected end of the user job on ``node`` (squeue %e): spread over a day, one per node."""
+        minute = (hash(node) % 1440) if node in self.busy else 0
+        return f"2026-12-04T{minute // 60:02d}:{minute % 60:02d}:00"
 
 
 def _fail(argv: list[str], why: str) -> SlurmError:
@@ -121,6 +128,9 @@ class RecordedSlurm(SlurmCLI):
         match argv:
             case ["sinfo", *_]:
                 return self._sinfo()
+            case ["squeue", *_, "--format=%N|%e"]:  # every running job: its node and expected end
+                user = "".join(f"{n}|{c.job_end(n)}\n" for n in c.nodes if n in c.busy)
+                return user + "".join(f"{_hl(ns)}|Unknown\n" for ns in c.jobs.values())
             case ["squeue", *_]:
                 return "".join(f"{j}|RUNNING|{_hl(ns)}|{_hl(ns)}\n" for j, ns in sorted(c.jobs.items()))
             case ["scontrol", "show", "reservation", name, *_]:
@@ -207,8 +217,10 @@ class Measured:
     detail: Counter[str]
 
 
-def measure_ours(count: int, requests: int, ticks: int, profile: bool = False, parent: str | None = None) -> Measured:
-    cluster = Cluster.synthetic(count)
+def measure_ours(
+    count: int, requests: int, ticks: int, busy: float, profile: bool = False, parent: str | None = None
+) -> Measured:
+    cluster = Cluster.synthetic(count, busy)
     root = new_root(cluster, parent)
     cfg = NodeUpdateConfig(root=root, res_limit=RES_LIMIT, reservation=RESERVATION)
     seconds: list[float] = []
@@ -233,16 +245,16 @@ def measure_ours(count: int, requests: int, ticks: int, profile: bool = False, p
                 pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)
                 print(out.getvalue())
                 profile = False
-        if ticks >= 3 and UPDATE not in cluster.level.values():
+        if ticks >= 3 and busy < 1 and UPDATE not in cluster.level.values():
             raise RuntimeError("no node was updated: the ticks did not act")
         return Measured(seconds, commands, requests, cluster.commands)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def measure_naive(count: int, requests: int) -> Measured:
+def measure_naive(count: int, requests: int, busy: float) -> Measured:
     """Every request queries Slurm itself; admitted nodes are added one reservation update each."""
-    cluster = Cluster.synthetic(count)
+    cluster = Cluster.synthetic(count, busy)
     cli = RecordedSlurm(cluster)
     # The requests in memory: no file I/O is charged to the naive design.
     reports = [LevelReport(node=n, level=BOOT, at=0.0) for n in cluster.nodes[:requests]]
@@ -294,23 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     print("ours: seconds per run_tick (median, max) and Slurm commands per tick (max); naive: one pass over the")
     print("requests; 'with floor' adds commands x floor, the least real commands would add\n")
     header = (
-        f"{'nodes':>6} {'requests':>8} | {'ours s':>7} {'max s':>6} {'cmds':>5} | {'naive s':>7} {'cmds':>6} | "
+        f"{'nodes':>6} {'busy':>4} {'requests':>8} | {'ours s':>7} {'max s':>6} {'cmds':>5} | "
+        f"{'naive s':>7} {'cmds':>6} | "
         f"{'ours/naive time':>15} {'cmds':>8} | {'with floor: ours':>16} {'naive':>7} {'ratio':>7}"
     )
     print(header)
     print("-" * len(header))
     slow = False
     details = []
-    for count, requests in CASES:
-        profile = args.profile and requests == max(r for _, r in CASES)
-        ours = measure_ours(count, requests, args.ticks, profile=profile, parent=args.root_dir)
-        naive = measure_naive(count, requests)
+    for count, requests, busy in CASES:
+        profile = args.profile and requests == max(r for _, r, _ in CASES) and busy < 1
+        ours = measure_ours(count, requests, args.ticks, busy, profile=profile, parent=args.root_dir)
+        naive = measure_naive(count, requests, busy)
         med, cmds = statistics.median(ours.seconds), max(ours.commands)
         naive_s, naive_cmds = naive.seconds[0], naive.commands[0]
         ours_floor, naive_floor = med + cmds * floor, naive_s + naive_cmds * floor
         slow = slow or med > GOAL_S
         print(
-            f"{count:>6} {requests:>8} | {med:>7.3f} {max(ours.seconds):>6.3f} {cmds:>5d} | {naive_s:>7.3f} "
+            f"{count:>6} {busy:>4.0%} {requests:>8} | {med:>7.3f} {max(ours.seconds):>6.3f} {cmds:>5d} | "
+            f"{naive_s:>7.3f} "
             f"{naive_cmds:>6d} | {med / naive_s:>15.3f} {cmds / naive_cmds:>8.5f} | {ours_floor:>15.3f}s "
             f"{naive_floor:>6.1f}s {ours_floor / naive_floor:>7.4f}"
         )
@@ -324,19 +338,33 @@ def main(argv: list[str] | None = None) -> int:
         "commands per tick: see 'cmds' (constant in the node and request count)"
     )
 
-    print("\nsimulate --nodes 7517 --res-limit 64 --utilization 0.99 --mean-job-hours 6 --update-minutes 10")
-    ratios = []
-    for seed in range(1, args.seeds + 1):
-        t0 = time.perf_counter()
-        r = simulate(
-            SimulationConfig(nodes=7517, res_limit=64, utilization=0.99, mean_job_hours=6, update_minutes=10, seed=seed)
-        )
-        ratios.append(r.ratio)
-        print(
-            f"  seed {seed}: makespan {r.makespan_hours:.2f} h, lower bound {r.lower_bound_hours:.2f} h, "
-            f"ratio {r.ratio:.3f}, max reservation {r.max_reserved} ({time.perf_counter() - t0:.1f} s to simulate)"
-        )
-    print(f"  makespan / lower bound: median {statistics.median(ratios):.3f} over {len(ratios)} seeds")
+    base = SimulationConfig(nodes=7517, res_limit=64, utilization=0.99, mean_job_hours=6, update_minutes=10)
+    for title, cfg in (
+        ("simulate --nodes 7517 --res-limit 64 --utilization 0.99 --mean-job-hours 6 --update-minutes 10", base),
+        ("the same, saturated (a freed node goes to the next queued job at once unless reserved)",
+         base.model_copy(update={"saturated": True, "max_hours": 30 * 24.0})),
+    ):  # fmt: skip
+        print(f"\n{title}\n  idle only = the old mechanism; reserve busy = free slots take busy nodes ending soonest")
+        table: dict[bool, list[SimulationResult]] = {False: [], True: []}
+        for seed in range(1, args.seeds + 1):
+            for busy in (False, True):
+                t0 = time.perf_counter()
+                r = simulate(cfg.model_copy(update={"seed": seed, "reserve_busy": busy}))
+                table[busy].append(r)
+                print(
+                    f"  seed {seed} {'reserve busy' if busy else 'idle only':>12}: "
+                    f"{'makespan' if r.finished else 'NOT FINISHED, stopped at'} {r.makespan_hours:.2f} h "
+                    f"({r.updated} nodes), lower bound {r.lower_bound_hours:.2f} h, ratio {r.ratio:.3f}, "
+                    f"idle in reservation {r.idle_held_minutes_per_update:.2f} node-min/update, max reservation "
+                    f"{r.max_reserved} ({time.perf_counter() - t0:.1f} s to simulate)"
+                )
+        for busy in (False, True):
+            runs = table[busy]
+            print(
+                f"  {'reserve busy' if busy else 'idle only':>12}: makespan / lower bound median "
+                f"{statistics.median(r.ratio for r in runs):.3f}{'' if all(r.finished for r in runs) else '+'}, "
+                f"idle node-min per update median {statistics.median(r.idle_held_minutes_per_update for r in runs):.2f}"
+            )
     return 0
 
 

@@ -76,6 +76,12 @@ def report_tick(report: TickReport) -> None:
             resource={"prefect.resource.id": f"opsflow.node.{node}", "prefect.resource.name": node},
             payload={"node": node, "reason": reason},
         )
+    for node in plan.restored:
+        emit_event(
+            event="opsflow.node-update.fail-restored",
+            resource={"prefect.resource.id": f"opsflow.node.{node}", "prefect.resource.name": node},
+            payload={"node": node, "reason": plan.ledger.nodes[node].reason},
+        )
     for codename, why in report.newly_halted.items():
         emit_event(
             event="opsflow.node-update.halted",

@@ -173,10 +173,11 @@ def test_b_busy_nodes_wait_for_their_job_then_the_epilog_gets_them_updated(rollo
     catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
     while rollout.cli.job(job.job_id).state == "RUNNING":
         rollout.tick()
-        assert not busy_nodes & set(rollout.reservation()), "a node with a running job was reserved"
-        assert all(rollout.levels()[n] == OLD_LEVEL for n in busy_nodes)
+        # Once the idle nodes are done, free slots take the busy ones (reserve_busy): their job is left alone.
+        assert all(rollout.levels()[n] == OLD_LEVEL for n in busy_nodes), "an update ran beside a job"
         rollout.wait_apply_jobs()
         time.sleep(1)
+    assert rollout.cli.job(job.job_id).state in ("COMPLETING", "COMPLETED"), "the reservation disturbed the job"
 
     # The job ended: the real Slurm Epilog ran `opsflow nu epilog` on its nodes and asked for the update.
     def asked() -> set[str]:
@@ -185,6 +186,36 @@ def test_b_busy_nodes_wait_for_their_job_then_the_epilog_gets_them_updated(rollo
 
     assert wait_until(lambda: asked() == busy_nodes), asked()
     rollout.run_until(lambda: all(v == code for v in rollout.levels().values()))
+
+
+#: update.sh of the saturation test: it records every job Slurm shows on its node while it runs (F2: only ours).
+JOBS_SEEN = 'squeue --noheader --nodelist="$NODE" --format="%j" > "$LOCAL_DIR/jobs-seen"\nexit 0\n'
+
+
+def test_i_a_rollout_finishes_on_a_saturated_cluster_while_jobs_are_still_queued(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    # Every node busy with exclusive one-node jobs and a backlog behind them: a freed node goes to the next job
+    # at once, so a tick never sees an idle node outside the reservation.
+    for _ in range(60):
+        rollout.cli.run(["sbatch", "--parsable", "--job-name=user-backlog", "--nodes=1", "--exclusive",
+                         f"--output={tmp_path}/backlog-%j.out", "--wrap=sleep 8"])  # fmt: skip
+    assert wait_until(lambda: all(n.state.startswith(("alloc", "mix")) for n in rollout.cli.nodes()), timeout_s=60)
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, JOBS_SEEN))
+    ticks, deadline = 0, time.monotonic() + 180
+    while not all(v == code for v in rollout.levels().values()):
+        assert time.monotonic() < deadline, f"not converged in {ticks} ticks: {spool.load_ledger(rollout.cfg.root)}"
+        rollout.tick()
+        rollout.wait_apply_jobs()
+        ticks += 1
+        time.sleep(1)  # a job has to end before its node can start: tick at the pace of a short aggregation delay
+    pending = rollout.cli.run(["squeue", "--noheader", "--name=user-backlog", "--states=PENDING", "--format=%i"])
+    assert pending.split(), f"the backlog emptied first ({ticks} ticks): the case was not saturated"
+    assert all(size <= RES_LIMIT for size in rollout.reservation_sizes)  # F6
+    for name in rollout.nodes:  # F2: while update.sh ran, the node ran no other job
+        seen = (node_side.local_dir(name) / "jobs-seen").read_text().split()
+        assert set(seen) == {"opsflow-nu-apply"}, (name, seen)
 
 
 def test_c_failing_update_leaves_the_node_in_fail_and_the_others_finish(rollout: Rollout, tmp_path: Path) -> None:
@@ -199,6 +230,35 @@ def test_c_failing_update_leaves_the_node_in_fail_and_the_others_finish(rollout:
     resolve_failure(rollout.cfg.root, "nid002", Resolution.RELEASE)
     rollout.run_until(lambda: not rollout.reservation())
     assert rollout.levels()["nid002"] == OLD_LEVEL
+
+
+def test_j_a_failed_health_check_is_fail_and_fail_survives_a_manual_edit_and_a_reboot(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    code = recent()
+    bundle = rollout.bundle(tmp_path, "exit 0\n")
+    (bundle / "check.sh").write_text('#!/bin/sh\nif [ "$NODE" = nid002 ]; then echo "nlm: ib0 down" >&2; exit 5; fi\n')
+    (bundle / "check.sh").chmod(0o755)
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=bundle)
+    others = [n for n in rollout.nodes if n != "nid002"]
+    rollout.run_until(lambda: all(rollout.levels()[n] == code for n in others) and rollout.reservation() == ["nid002"])
+    rec = spool.load_ledger(rollout.cfg.root).nodes["nid002"]
+    assert rec.state == NodeState.FAIL and "check.sh exited 5" in rec.reason and "ib0 down" in rec.reason
+    assert rollout.levels()["nid002"] == OLD_LEVEL  # the check failed before local.version was written
+
+    # An operator deletes the reservation by hand: the next tick puts the FAIL node back, and says so.
+    rollout.cli.run(["scontrol", "delete", f"ReservationName={rollout.cfg.reservation}"])
+    report = rollout.tick()
+    assert report.plan.restored == ["nid002"] and rollout.reservation() == ["nid002"]
+    assert any("nid002: FAIL outside the reservation, put back" in note for note in report.plan.notes)
+
+    # A reboot gives it a new level, not a pass: it stays FAIL and reserved until an operator resolves it.
+    node_side.boot(rollout.cfg.root, "nid002")
+    rollout.tick()
+    assert spool.load_ledger(rollout.cfg.root).nodes["nid002"].state == NodeState.FAIL
+    assert rollout.reservation() == ["nid002"]
+    resolve_failure(rollout.cfg.root, "nid002", Resolution.RELEASE)
+    rollout.run_until(lambda: not rollout.reservation())
 
 
 def test_d_retire_mid_rollout_starts_no_new_node(rollout: Rollout, tmp_path: Path) -> None:
