@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -107,6 +108,15 @@ class ClusterSnapshot(BaseModel):
     )
 
 
+class Hold(BaseModel):
+    """An operator's hold on a node (``opsflow nu hold``): kept in the reservation (``in``) or out of it."""
+
+    keep: Literal["in", "out"]
+    by: str
+    reason: str
+    at: float
+
+
 class NodeRecord(BaseModel):
     """The tick's ledger entry for one node (persisted between ticks in ``state/nodes.json``)."""
 
@@ -116,12 +126,15 @@ class NodeRecord(BaseModel):
     failed_codename: str | None = None
     #: Codenames an operator released this node from (`resolve --release`): never retried on it.
     skipped: list[str] = Field(default_factory=list)
+    hold: Hold | None = None
 
 
 class Ledger(BaseModel):
     nodes: dict[str, NodeRecord] = {}
     #: Newest report file time (ns) the tick has recorded: older report files are not read again.
     reports_seen_ns: int = 0
+    #: The reservation the last acting tick left (None: not known yet); a different one means a manual edit.
+    last_reservation: list[str] | None = None
 
 
 class NodeUpdateConfig(BaseModel):
@@ -168,7 +181,10 @@ class Plan(BaseModel):
     start: list[str] = Field(default_factory=list, description="Nodes to run `opsflow nu apply` on now")
     release: list[str] = Field(default_factory=list, description="Nodes leaving the reservation (DONE)")
     reserve: list[str] = Field(default_factory=list, description="Nodes entering the reservation (READY)")
-    restored: list[str] = Field(default_factory=list, description="FAIL nodes put back into the reservation")
+    restored: list[str] = Field(
+        default_factory=list, description="FAIL or held-in nodes put back into the reservation"
+    )
+    manual_edit: str = Field("", description="How the reservation differed from what the orchestrator left")
     new_failures: dict[str, str] = Field(default_factory=dict, description="node -> reason")
     halted: dict[str, str] = Field(default_factory=dict, description="codename -> why it starts nowhere new")
     ledger: Ledger

@@ -147,9 +147,15 @@ def plan_tick(
     reports: list[LevelReport],
     results: list[ApplyResult],
     settings: NodeUpdateConfig,
+    intended: list[str] | None = None,
 ) -> Plan:
-    """Decide one tick (F2, F5, F6, F7, F9; see the module docstring for every rule)."""
+    """Decide one tick (F2, F5, F6, F7, F9; see the module docstring for every rule).
+
+    ``intended``: the reservation a tick was about to set when it last acted (it may have died right after), so
+    that only an edit from outside is reported as one.
+    """
     led, new_failures = record_messages(ledger, reports, results)
+    manual_edit = _manual_edit(snapshot.reservation, [ledger.last_reservation, intended])
     halted = halted_updates(catalog, led, settings)
     notes: list[str] = []
     if catalog.error:
@@ -172,10 +178,20 @@ def plan_tick(
         pending = catalog.pending_for(name, rec.level, rec.skipped)
         nxt = pending[0] if pending else None
         blocked = catalog.error is not None or (nxt is not None and nxt in halted)
-        if rec.state == NodeState.FAIL:
+        hold = rec.hold
+        if hold is not None and hold.keep == "out" and name not in applying:
+            if name in reserved:
+                release.append(name)
+            if rec.state != NodeState.FAIL:
+                rec.state = NodeState.IDLE
+            rec.reason = f"held out by {hold.by}: {hold.reason}"
+            continue
+        if rec.state == NodeState.FAIL or (hold is not None and hold.keep == "in" and name not in applying):
             # Sticky FAIL: one found outside (a manual edit, a tick killed between steps) goes back in; it
-            # returns to production only through an operator.
+            # returns to production only through an operator. A node held in stays too, and starts nothing.
             (keep_fixed if name in reserved else outside_fail).append(name)
+            if hold is not None and rec.state != NodeState.FAIL:
+                rec.state, rec.reason = NodeState.READY, f"held in by {hold.by}: {hold.reason}"
             continue
         if name in applying:
             rec.state, rec.reason = NodeState.UPDATING, f"applying {', '.join(pending)}" if pending else "applying"
@@ -242,17 +258,37 @@ def plan_tick(
     # A node starts on the tick after it was reserved, once Slurm shows it reserved and idle (F2).
     start = [n for n in keep_ready if usable(by_name[n])]
     desired = sorted({*keep_fixed, *keep_ready, *reserve})
+    led.last_reservation = desired
+    if manual_edit:
+        notes.append(f"{manual_edit}; the orchestrator sets it back (operators: `opsflow nu hold NODE`)")
     return Plan(
         reservation=desired or None,
         start=start,
         release=sorted(release),
         reserve=sorted(reserve),
         restored=restored,
+        manual_edit=manual_edit,
         new_failures=new_failures,
         halted=halted,
         ledger=led,
         notes=notes,
     )
+
+
+def _manual_edit(seen: list[str] | None, expected: list[list[str] | None]) -> str:
+    """How the reservation Slurm shows differs from what the orchestrator left ("" when it matches one of
+    ``expected``, or when nothing is known yet).
+
+    >>> _manual_edit(["n1", "n3"], [["n1", "n2"], None])
+    'reservation edited outside the orchestrator: added n3, removed n2'
+    """
+    known = [set(e) for e in expected if e is not None]
+    now = set(seen or [])
+    if not known or now in known:
+        return ""
+    added, removed = sorted(now - known[0]), sorted(known[0] - now)
+    parts = [f"added {', '.join(added)}"] * bool(added) + [f"removed {', '.join(removed)}"] * bool(removed)
+    return "reservation edited outside the orchestrator: " + ", ".join(parts)
 
 
 def _restore_failed(
@@ -272,7 +308,7 @@ def _restore_failed(
     restored: list[str] = []
     for name in outside:
         if len(keep_fixed) >= res_limit:
-            notes.append(f"{name}: FAIL outside the reservation and no slot under res_limit {res_limit}")
+            notes.append(f"{name}: FAIL or held in, outside the reservation, and no slot under res_limit {res_limit}")
             continue
         if len(keep_fixed) + len(keep_ready) >= res_limit:
             given = keep_ready.pop()
@@ -280,7 +316,9 @@ def _restore_failed(
             ledger.nodes[given].state, ledger.nodes[given].reason = NodeState.IDLE, "released: a FAIL node's slot"
         keep_fixed.append(name)
         restored.append(name)
-        notes.append(f"{name}: FAIL outside the reservation, put back (only `opsflow nu resolve` releases it)")
+        why = "FAIL" if ledger.nodes[name].state == NodeState.FAIL else "held in"
+        how = "only `opsflow nu resolve` releases it" if why == "FAIL" else "until `opsflow nu unhold`"
+        notes.append(f"{name}: {why} outside the reservation, put back ({how})")
     return restored
 
 

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import time
@@ -328,7 +329,7 @@ def load_ledger(root: Path) -> Ledger:
 
     >>> import tempfile
     >>> load_ledger(Path(tempfile.mkdtemp()))
-    Ledger(nodes={}, reports_seen_ns=0)
+    Ledger(nodes={}, reports_seen_ns=0, last_reservation=None)
     """
     path = ledger_path(root)
     try:
@@ -352,6 +353,31 @@ def save_ledger(root: Path, ledger: Ledger) -> None:
     '20260101000000'
     """
     atomic_write_text(ledger_path(root), ledger.model_dump_json(indent=1) + "\n")
+
+
+def intent_path(root: Path) -> Path:
+    return root / "state" / "reservation-intent.json"
+
+
+def save_intent(root: Path, nodes: list[str] | None) -> None:
+    """Record the reservation a tick is about to set, before it sets it (a tick killed right after is no
+    "manual edit" to the next one).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> save_intent(root, ["nid001"]); load_intent(root)
+    ['nid001']
+    """
+    atomic_write_text(intent_path(root), json.dumps(sorted(nodes or [])) + "\n")
+
+
+def load_intent(root: Path) -> list[str] | None:
+    """What :func:`save_intent` last recorded; None when nothing (or something unreadable) was."""
+    try:
+        data = json.loads(intent_path(root).read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(n) for n in data] if isinstance(data, list) else None
 
 
 def _why(exc: Exception) -> str:

@@ -184,7 +184,7 @@ def run_tick(
         results, result_problems = spool.read_results(cfg.root)
         snapshot = slurm.snapshot(cfg.reservation, apply_job_name=APPLY_JOB)
         fault_point("after_snapshot")
-        plan = plan_tick(snapshot, catalog, ledger, reports, results, cfg)
+        plan = plan_tick(snapshot, catalog, ledger, reports, results, cfg, intended=spool.load_intent(cfg.root))
         plan.ledger.reports_seen_ns = newest_report
         already = halted_updates(catalog, ledger, cfg)
         if not dry_run:
@@ -214,6 +214,7 @@ def act(
     env: dict[str, str] | None = None,
 ) -> None:
     """Converge Slurm to the plan: one reservation change, then one apply job for every node ready to start."""
+    spool.save_intent(cfg.root, plan.reservation)
     slurm.set_reservation(cfg.reservation, plan.reservation, snapshot.reservation)
     fault_point("after_reservation")
     if plan.start:

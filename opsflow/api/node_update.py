@@ -39,7 +39,7 @@ from node_update import catalog as catalog_io
 from node_update import spool
 from node_update.config import FIELDS, load_config, node_env
 from node_update.models import CatalogEntry, NodeUpdateConfig
-from node_update.operator import NodeStatus, Resolution, node_statuses, resolve_failure
+from node_update.operator import NodeStatus, Resolution, hold_node, node_statuses, resolve_failure, unhold_node
 from node_update.simulate import SimulationConfig, SimulationResult, format_result
 from node_update.simulate import simulate as run_simulation
 from node_update.slurm import NodeUpdateSlurm
@@ -200,6 +200,17 @@ class NodeUpdateAPI:
             raise InputError("resolve", [(0, "retry/release", "say exactly one of retry or release")])
         spool.safe_name(node)
         return resolve_failure(self.config().root, node, Resolution.RETRY if retry else Resolution.RELEASE)
+
+    def hold(self, node: str, *, reason: str, out: bool = False, by: str | None = None) -> NodeStatus:
+        """Keep ``node`` in the reservation (default; no update starts on it, it counts against res_limit) or,
+        with ``out``, out of it, until :meth:`unhold`; applied by the next tick and shown by :meth:`status`."""
+        spool.safe_name(node)
+        return hold_node(self.config().root, node, "out" if out else "in", reason, by=by)
+
+    def unhold(self, node: str) -> NodeStatus:
+        """Lift an operator's hold on ``node`` (see :meth:`hold`)."""
+        spool.safe_name(node)
+        return unhold_node(self.config().root, node)
 
     # --- before publishing -----------------------------------------------------------------------------------
     def simulate(

@@ -79,10 +79,29 @@ def status(block: BlockOpt = None, as_json: Annotated[bool, typer.Option("--json
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
         return
-    table = Table("node", "state", "level", "reason")
+    table = Table("node", "state", "level", "reason", "hold")
     for r in rows:
-        table.add_row(r.node, r.state, r.level or "", r.reason)
+        table.add_row(r.node, r.state, r.level or "", r.reason, r.hold)
     console.print(table)
+
+
+@app.command()
+def hold(
+    node: str,
+    reason: Annotated[str, typer.Option(help="Why (shown in status, with who)")],
+    out: Annotated[bool, typer.Option("--out", help="Keep it out of the reservation instead of in")] = False,
+    block: BlockOpt = None,
+) -> None:
+    """Keep NODE in the reservation (no update starts on it; counts against res_limit), or --out of it."""
+    row = _api(block).hold(node, reason=reason, out=out)
+    console.print(f"{row.node}: held {row.hold}; the next tick applies it")
+
+
+@app.command()
+def unhold(node: str, block: BlockOpt = None) -> None:
+    """Lift an operator's hold on NODE."""
+    row = _api(block).unhold(node)
+    console.print(f"{row.node}: {row.reason}; the next tick acts on it")
 
 
 @app.command()
@@ -184,6 +203,21 @@ def epilog(node: Annotated[str | None, typer.Argument()] = None) -> None:
         node_side.check(_root(), _node(node), source="epilog")
     except Exception as exc:  # an epilog that fails drains the node: report, never raise
         print(f"opsflow nu epilog: {exc}", file=sys.stderr)
+
+
+@app.command("check")
+def check_cmd(node: Annotated[str | None, typer.Argument()] = None) -> None:
+    """The seed's periodic check (cron / systemd timer): compare local.version with the catalog; if behind, print
+    what is pending and drop one request into the spool. Never calls Slurm or Prefect; exits 0."""
+    from node_update import node as node_side
+
+    name = _node(node)
+    try:
+        pending = node_side.check(_root(), name, source="check")
+    except Exception as exc:  # a timer that fails every minute helps nobody: report, never raise
+        print(f"opsflow nu check: {exc}", file=sys.stderr)
+        return
+    print(f"{name}: behind, requested {', '.join(pending)}" if pending else f"{name}: nothing pending")
 
 
 @app.command()

@@ -263,3 +263,27 @@ def test_status_list_and_a_dry_run_tick_do_not_import_prefect(nu_env: Path, tmp_
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["codes"] == {"nu status": 0, "nu list": 0, "nu tick --dry-run": 0}, done.stderr
     assert answer["prefect"] is False
+
+
+def test_check_reports_a_node_behind_the_catalog_and_one_up_to_date(nu_env: Path, tmp_path: Path) -> None:
+    assert nu("publish", U1, "--nodes", "nid001", "--bundle", str(bundle(tmp_path)))[0] == 0
+    node_side.write_level("nid001", "20260101000000")
+    code, out, _ = nu("check", "nid001")
+    assert code == 0 and f"nid001: behind, requested {U1}" in out
+    reports, _ = spool.read_reports(nu_env)
+    assert [(r.node, r.source) for r in reports] == [("nid001", "check")]
+    node_side.write_level("nid001", U1)
+    assert "nid001: nothing pending" in nu("check", "nid001")[1]
+
+
+def test_hold_and_unhold_show_in_status_and_refuse_an_unknown_node(nu_env: Path) -> None:
+    from node_update.models import Ledger, NodeRecord
+
+    spool.save_ledger(nu_env, Ledger(nodes={"nid001": NodeRecord(level=U1)}))
+    assert_one_line_error(nu("hold", "nid009", "--reason", "x"), 2, "nid009", "unknown")
+    code, out, err = nu("hold", "nid001", "--reason", "bad DIMM", "--out")
+    assert code == 0 and "held out by" in out and "bad DIMM" in out, err
+    code, out, _ = nu("status", "--json")
+    assert json.loads(out)[0]["hold"].startswith("out by ")
+    assert nu("unhold", "nid001")[0] == 0
+    assert json.loads(nu("status", "--json")[1])[0]["hold"] == ""

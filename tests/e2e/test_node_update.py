@@ -35,7 +35,7 @@ from node_update import spool
 from node_update.codename import codename_at
 from node_update.config import NodeUpdateConfig, load_config
 from node_update.models import LevelReport, NodeState
-from node_update.operator import Resolution, resolve_failure
+from node_update.operator import Resolution, hold_node, resolve_failure, unhold_node
 from node_update.slurm import NodeUpdateSlurm, parse_reservation
 from node_update.tick import TickReport, run_tick
 from opsflow.adapters.slurm import SlurmCLI
@@ -259,6 +259,32 @@ def test_j_a_failed_health_check_is_fail_and_fail_survives_a_manual_edit_and_a_r
     assert rollout.reservation() == ["nid002"]
     resolve_failure(rollout.cfg.root, "nid002", Resolution.RELEASE)
     rollout.run_until(lambda: not rollout.reservation())
+
+
+def test_k_operator_holds_go_through_the_tick_and_a_manual_edit_is_reported(rollout: Rollout, tmp_path: Path) -> None:
+    rollout.tick()  # the nodes' reports reach the ledger: they are known to the service
+    hold_node(rollout.cfg.root, "nid001", "out", "long benchmark", by="alice")
+    hold_node(rollout.cfg.root, "nid008", "in", "bad DIMM", by="bob")
+    code = recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+    first = rollout.tick()
+    assert "nid008" in rollout.reservation() and "nid001" not in rollout.reservation()
+    assert len(rollout.reservation()) <= RES_LIMIT  # the held node counts against the limit
+    assert first.plan.manual_edit == ""
+
+    # Someone adds a node by hand: reported on the next tick, then set back.
+    wanted = rollout.reservation()
+    rollout.cli.run(["scontrol", "update", f"ReservationName={rollout.cfg.reservation}",
+                     f"Nodes={','.join(sorted({*wanted, 'nid001'}))}"])  # fmt: skip
+    edited = rollout.tick()
+    assert edited.plan.manual_edit == "reservation edited outside the orchestrator: added nid001"
+    assert "nid001" not in rollout.reservation()
+    others = [f"nid00{i}" for i in range(2, 8)]
+    rollout.run_until(lambda: all(rollout.levels()[n] == code for n in others) and rollout.reservation() == ["nid008"])
+    assert rollout.levels()["nid001"] == OLD_LEVEL and rollout.levels()["nid008"] == OLD_LEVEL
+    unhold_node(rollout.cfg.root, "nid001")
+    unhold_node(rollout.cfg.root, "nid008")
+    rollout.run_until(lambda: all(v == code for v in rollout.levels().values()) and not rollout.reservation())
 
 
 def test_d_retire_mid_rollout_starts_no_new_node(rollout: Rollout, tmp_path: Path) -> None:

@@ -541,10 +541,30 @@ def test_the_site_check_command_runs_after_check_sh_as_an_argument_list(
     node.boot(root, "nid001", now=BOOT)
     [result] = node.apply(root, "nid001")
     assert result.ok, result.log_tail
-    assert Path(os.environ["NU_TRACE"]).read_text().splitlines() == ["bundle-check", f"site-check --quick; rm -rf / {U1}"]
+    trace = Path(os.environ["NU_TRACE"]).read_text().splitlines()
+    assert trace == ["bundle-check", f"site-check --quick; rm -rf / {U1}"]
     assert node.read_level("nid001") == U1
     monkeypatch.setenv("OPSFLOW_NU_CHECK_COMMAND", f"'{site}' --full")
     publish_with(root, tmp_path, U2, "nid001", body="exit 0\n")
     [failed] = node.apply(root, "nid001")
     assert not failed.ok and failed.step == "site check" and failed.exit_code == 1
     assert node.read_level("nid001") == U1
+
+
+# --- operator holds (the seed's "specific API to manipulate the reservation") -----------------------------------
+def test_hold_and_unhold_go_through_the_ledger_and_refuse_bad_input(root: Path) -> None:
+    from node_update.errors import NodeUpdateInputError
+    from node_update.operator import NotHeldError, UnknownNodeError, hold_node, node_statuses, unhold_node
+
+    spool.save_ledger(root, Ledger(nodes={"nid001": NodeRecord(level=U1)}))
+    with pytest.raises(UnknownNodeError, match="nid009"):
+        hold_node(root, "nid009", "in", "x")
+    with pytest.raises(NodeUpdateInputError, match="why"):
+        hold_node(root, "nid001", "in", "  ")
+    row = hold_node(root, "nid001", "out", "long benchmark run", by="alice")
+    assert row.hold == "out by alice: long benchmark run"
+    assert [s.hold for s in node_statuses(spool.load_ledger(root))] == ["out by alice: long benchmark run"]
+    unhold_node(root, "nid001")
+    assert spool.load_ledger(root).nodes["nid001"].hold is None
+    with pytest.raises(NotHeldError):
+        unhold_node(root, "nid001")

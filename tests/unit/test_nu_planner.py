@@ -285,3 +285,44 @@ def test_invariants_hold_for_any_snapshot(
     # Level-triggered: planning again from the same observation and the resulting ledger changes nothing more.
     again = plan_tick(snap, cat, plan.ledger, [], results, cfg)
     assert again.reservation == plan.reservation and again.start == plan.start
+
+
+# --- operator holds and manual edits of the reservation ----------------------------------------------------
+def held(keep: str, *nodes: str) -> Ledger:
+    from node_update.models import Hold
+
+    led = booted()
+    for n in nodes:
+        led.nodes[n].hold = Hold(keep=keep, by="alice", reason="bad DIMM", at=1.0)
+    return led
+
+
+def test_a_node_held_in_stays_reserved_counts_against_the_limit_and_starts_nothing() -> None:
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=2)
+    plan = plan_tick(snapshot(None), cat, held("in", "nid005"), [], [], cfg)
+    assert plan.reservation == ["nid001", "nid005"]  # one slot left for the rollout
+    assert plan.ledger.nodes["nid005"].reason == "held in by alice: bad DIMM"
+    nxt = plan_tick(snapshot(plan.reservation), cat, plan.ledger, [], [], cfg)
+    assert nxt.start == ["nid001"] and "nid005" in (nxt.reservation or [])
+
+
+def test_a_node_held_out_leaves_the_reservation_and_is_never_reserved() -> None:
+    cat = catalog((U1, NODES, 0))
+    plan = plan_tick(snapshot(["nid001"]), cat, held("out", "nid001"), [], [], config(res_limit=2))
+    assert plan.release == ["nid001"] and plan.reservation == ["nid002", "nid003"]
+    assert plan.ledger.nodes["nid001"].reason == "held out by alice: bad DIMM"
+    # An update running on it finishes first.
+    running = plan_tick(snapshot(["nid001"], applying=["nid001"]), cat, held("out", "nid001"), [], [], config())
+    assert "nid001" in (running.reservation or [])
+
+
+def test_a_reservation_edited_by_hand_is_reported_and_one_a_killed_tick_set_is_not() -> None:
+    cat, cfg = catalog((U1, NODES, 0)), config(res_limit=2)
+    first = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
+    assert first.manual_edit == "" and first.ledger.last_reservation == ["nid001", "nid002"]
+    edited = plan_tick(snapshot(["nid001", "nid007"]), cat, first.ledger, [], [], cfg)
+    assert edited.manual_edit == "reservation edited outside the orchestrator: added nid007, removed nid002"
+    assert any("opsflow nu hold" in note for note in edited.notes)
+    # A tick that set ["nid001", "nid003"] and died before saving its ledger left that intent behind.
+    killed = plan_tick(snapshot(["nid001", "nid003"]), cat, first.ledger, [], [], cfg, intended=["nid001", "nid003"])
+    assert killed.manual_edit == ""
