@@ -76,6 +76,12 @@ def report_tick(report: TickReport) -> None:
             resource={"prefect.resource.id": f"opsflow.node.{node}", "prefect.resource.name": node},
             payload={"node": node, "reason": reason},
         )
+    if plan.manual_edit:
+        emit_event(
+            event="opsflow.node-update.reservation-edited",
+            resource={"prefect.resource.id": "opsflow.node-update.reservation"},
+            payload={"edit": plan.manual_edit, "set_back_to": plan.reservation or []},
+        )
     for node in plan.restored:
         emit_event(
             event="opsflow.node-update.fail-restored",
