@@ -178,6 +178,10 @@ finally:
 """
 
 
+# The premise is an idle application (its executors' CPU under the thresholds): on a loaded 2-core machine their
+# JVMs' own CPU (GC, heartbeats) can stay above it for the whole window, and then no policy has a reason to scale
+# in. One rerun with a fresh application, never more: a policy that scales in beside an app fails both times.
+@pytest.mark.flaky(reruns=1)
 def test_a_thesis_file_never_scales_in_beside_a_running_app_and_policy_opsflow_does_gracefully(
     stack: StackConfig, backend: LocalProcessBackend, tmp_path: Path
 ) -> None:
