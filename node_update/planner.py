@@ -248,8 +248,10 @@ def plan_tick(
     # idle nodes can stall a rollout for as long as the backlog lasts. Slots no idle node takes go to busy nodes
     # whose jobs end soonest: the MAINT+IGNORE_JOBS reservation leaves their job alone and gives the node no
     # new one; the update starts on the first tick that sees it idle (F2), at most one tick after the job ended.
-    for end, nxt, name in sorted(busy_candidates)[: max(free, 0)]:
-        if free > 0 and _take_canary_slot(canary_room, nxt, led.nodes[name]):
+    for end, nxt, name in sorted(busy_candidates):
+        if free <= 0:
+            break
+        if _take_canary_slot(canary_room, nxt, led.nodes[name]):
             reserve.append(name)
             free -= 1
             until = "" if end == UNKNOWN_END else f" (expected end {end})"
