@@ -30,6 +30,7 @@ import httpx
 
 from ci_training.models import CiProject
 from ci_training.receiver import KnownProject, LaunchedRun
+from opsflow.adapters.prefect_runs import ui_url
 from opsflow.errors import AdapterError
 
 GITLAB_PROJECT_SLUG = "opsflow-gitlab-project"
@@ -52,17 +53,6 @@ def basic_auth(auth_string: str | None) -> tuple[str, str] | None:
 def event_id(key: str) -> uuid.UUID:
     """The Prefect event id of a delivery: the same for every redelivery of it."""
     return uuid.uuid5(_EVENT_NAMESPACE, key)
-
-
-def ui_url(api_url: str, flow_run_id: str) -> str:
-    """The flow run's page in the Prefect UI (``…/runs/flow-run/<id>``, as prefect.utilities.urls.url_for).
-
-    >>> ui_url("http://127.0.0.1:4200/api", "1234")
-    'http://127.0.0.1:4200/runs/flow-run/1234'
-    """
-    base = api_url.rstrip("/")
-    base = base[: -len("/api")] if base.endswith("/api") else base
-    return f"{base}/runs/flow-run/{flow_run_id}"
 
 
 class PrefectAPI:

@@ -4,8 +4,11 @@
 
     # codename      hostlist               options
     20261123120000  nid[001-004],nid007    canary=1
+    20261125090000  nid[001-064]           canary=2 approval=pending
     20261201080000  nid[001-100]           # trailing comments are fine
 
+``approval=pending`` (``publish --approve``) stops the rollout once its canary is DONE until an operator decides
+(:func:`record_decision`: the line becomes ``approval=widened``, or is retired, with who, when and why beside it).
 ``root/updates/<codename>/update.sh`` is the bundle's executable; other files of the bundle are allowed.
 
 Example:
@@ -21,20 +24,21 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import hostlist
 
 from node_update.codename import CodenameError, parse_codename
 from node_update.errors import NodeUpdateInputError
-from node_update.models import Catalog, CatalogEntry
+from node_update.models import CanaryDecision, Catalog, CatalogEntry
 from node_update.spool import UnsafeNameError, root_lock, safe_name
 from opsflow.errors import NotFoundError
 from opsflow.files import atomic_write_bytes
 
 CATALOG_NAME = "active-updates.list"
 SCRIPT_NAME = "update.sh"
-_CANARY = re.compile(r"canary=(.*)", re.ASCII)
+APPROVALS = ("pending", "widened")
 _COUNT = re.compile(r"[0-9]+", re.ASCII)
 
 
@@ -98,16 +102,26 @@ def _parse_line(content: str) -> CatalogEntry:
     except ValueError as exc:
         raise _LineError("hostlist", str(exc)) from None
     canary: int | None = None
+    approval: str | None = None
     for token in tokens[2:]:
-        match = _CANARY.fullmatch(token)
-        if match is None:
-            raise _LineError("options", f"unknown {token!r} (expected canary=N)")
-        if canary is not None:
-            raise _LineError("canary", "given twice")
-        if not _COUNT.fullmatch(match.group(1)):
-            raise _LineError("canary", f"{match.group(1)!r} is not a whole number >= 0")
-        canary = int(match.group(1))
-    return CatalogEntry(codename=codename, nodes=nodes, canary=canary or 0)
+        name, _, value = token.partition("=")
+        if name == "canary" and _:
+            if canary is not None:
+                raise _LineError("canary", "given twice")
+            if not _COUNT.fullmatch(value):
+                raise _LineError("canary", f"{value!r} is not a whole number >= 0")
+            canary = int(value)
+        elif name == "approval" and _:
+            if approval is not None:
+                raise _LineError("approval", "given twice")
+            if value not in APPROVALS:
+                raise _LineError("approval", f"{value!r} is not one of {', '.join(APPROVALS)}")
+            approval = value
+        else:
+            raise _LineError("options", f"unknown {token!r} (expected canary=N or approval=pending|widened)")
+    if approval and not canary:
+        raise _LineError("approval", "an approval gate needs canary=N (N >= 1): it waits after the canary")
+    return CatalogEntry(codename=codename, nodes=nodes, canary=canary or 0, approval=approval or "")
 
 
 def parse_catalog(text: str, path: str = CATALOG_NAME) -> Catalog:
@@ -145,7 +159,8 @@ def render_entry(entry: CatalogEntry) -> str:
     '20260101000000 nid[001-002,007] canary=1'
     """
     line = f"{entry.codename} {hostlist.collect_hostlist(entry.nodes)}"
-    return f"{line} canary={entry.canary}" if entry.canary else line
+    line = f"{line} canary={entry.canary}" if entry.canary else line
+    return f"{line} approval={entry.approval}" if entry.approval else line
 
 
 def _read(root: Path) -> bytes:
@@ -223,10 +238,17 @@ def _write(root: Path, data: bytes) -> None:
 
 
 def publish(
-    root: Path, codename: str, nodes: str, canary: int = 0, bundle: Path | None = None, lock_timeout: float = 60.0
+    root: Path,
+    codename: str,
+    nodes: str,
+    canary: int = 0,
+    bundle: Path | None = None,
+    lock_timeout: float = 60.0,
+    approve: bool = False,
 ) -> CatalogEntry:
     """Publish an update (F4, F5): copy the bundle in if given, then append its catalog line atomically.
 
+    ``approve``: once its ``canary`` nodes are DONE the update waits for an operator's decision (``approval=pending``).
     Everything is checked before anything changes: the codename, the hostlist, ``canary >= 0``, a catalog without
     errors that does not hold the codename yet, and an executable ``update.sh`` in the bundle. Raises
     :class:`CatalogError` naming the value and why.
@@ -247,6 +269,8 @@ def publish(
         raise CatalogError(f"--nodes: {exc}") from None
     if not isinstance(canary, int) or canary < 0:
         raise CatalogError(f"--canary: {canary!r} is not a whole number >= 0")
+    if approve and not canary:
+        raise CatalogError("--approve: needs --canary N (N >= 1): the decision is taken once the canary is done")
     if bundle is not None:
         _check_source(Path(bundle))  # operator mistakes in the source need no lock
     with root_lock(root, timeout=lock_timeout):
@@ -261,7 +285,7 @@ def publish(
         if bundle is not None:
             _install_bundle(Path(bundle), dest)
         _check_script(dest)
-        entry = CatalogEntry(codename=codename, nodes=node_list, canary=canary)
+        entry = CatalogEntry(codename=codename, nodes=node_list, canary=canary, approval="pending" if approve else "")
         if data and not data.endswith(b"\n"):
             data += b"\n"
         line = render_entry(entry)
@@ -304,3 +328,51 @@ def retire(root: Path, codename: str, lock_timeout: float = 60.0) -> CatalogEntr
         entry = next((e for e in parsed.entries if e.codename == codename), None)
         _write(root, b"".join(kept))
     return entry or CatalogEntry(codename=codename, nodes=[], line=removed[0])
+
+
+def _one_line(text: str) -> str:
+    """A comment that stays on its catalog line: control characters (newlines included) become spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def record_decision(
+    root: Path, codename: str, decision: CanaryDecision, by: str, at: float, lock_timeout: float = 60.0
+) -> CatalogEntry:
+    """Record an operator's decision on a gated update in the catalog, atomically; returns the entry as it was.
+
+    widen: the line becomes ``approval=widened`` with a trailing comment saying who, when, why (and the new
+    res_limit, which the caller applies to the settings); retire: the line is removed (F4) and a comment line in
+    its place keeps the decision. Raises :class:`CatalogError` when the update waits for no decision.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = catalog_path(root).write_text("20260101000000 nid[001-004] canary=1 approval=pending\\n")
+    >>> _ = record_decision(root, "20260101000000", CanaryDecision(comment="ok"), by="alice", at=0)
+    >>> catalog_path(root).read_text()
+    '20260101000000 nid[001-004] canary=1 approval=widened  # widened by alice at 1970-01-01T00:00:00Z: ok\\n'
+    """
+    try:
+        codename = parse_codename(codename)
+    except CodenameError as exc:
+        raise CatalogError(str(exc)) from None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    with root_lock(root, timeout=lock_timeout):
+        data = _read(root)
+        parsed = parse_catalog(data.decode(errors="replace"), str(catalog_path(root)))
+        entry = next((e for e in parsed.entries if e.codename == codename), None)
+        if entry is None:
+            raise UnknownCodenameError(f"{codename}: not in {catalog_path(root)} (unknown codename)")
+        if entry.approval != "pending":
+            state = f"approval={entry.approval}" if entry.approval else "published without --approve"
+            raise CatalogError(f"{codename}: waits for no decision ({state})")
+        limit = f", res_limit {decision.res_limit}" if decision.res_limit else ""
+        why = f": {_one_line(decision.comment)}" if decision.comment.strip() else ""
+        if decision.action == "widen":
+            widened = entry.model_copy(update={"approval": "widened"})
+            line = f"{render_entry(widened)}  # widened by {_one_line(by)} at {when}{limit}{why}"
+        else:
+            line = f"# {render_entry(entry)}  # retired after its canary by {_one_line(by)} at {when}{why}"
+        lines = data.split(b"\n")  # every other byte of the file stays as it was
+        lines[entry.line - 1] = line.encode()
+        _write(root, b"\n".join(lines))
+    return entry

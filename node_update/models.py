@@ -30,12 +30,17 @@ class NodeState(StrEnum):
     FAIL = "FAIL"  # an update failed; stays reserved until an operator resolves it
 
 
+#: ``approval=`` of a catalog line: ``pending`` waits for an operator once the canary is done; ``widened``: approved.
+Approval = Literal["", "pending", "widened"]
+
+
 class CatalogEntry(BaseModel):
-    """One line of ``active-updates.list``: ``<codename> <hostlist> [canary=N]``."""
+    """One line of ``active-updates.list``: ``<codename> <hostlist> [canary=N [approval=pending|widened]]``."""
 
     codename: str
     nodes: list[str] = Field(description="Expanded hostlist, sorted")
     canary: int = Field(0, ge=0, description="Apply to this many nodes first; widen once they all succeeded")
+    approval: Approval = Field("", description="pending: widen only after an operator's decision (publish --approve)")
     line: int = Field(0, description="Line number in the catalog file (for messages)")
 
     @cached_property
@@ -160,7 +165,6 @@ class NodeUpdateConfig(BaseModel):
         "", description="Site-wide health check run on the node after the update scripts (shlex-split, no shell)"
     )
 
-
     @field_validator("check_command")
     @classmethod
     def _one_line_without_commas(cls, value: str) -> str:
@@ -174,6 +178,19 @@ class NodeUpdateConfig(BaseModel):
         return value
 
 
+class CanaryDecision(BaseModel):
+    """An operator's answer once a gated update's canary is done (the approval form; ``opsflow nu decide``)."""
+
+    action: Literal["widen", "retire"] = Field(
+        "widen", description="widen: roll out to every node of the update; retire: stop it (F4)"
+    )
+    res_limit: int | None = Field(
+        None, ge=1, description="With widen: the new res_limit of the settings (empty: keep the current one)"
+    )
+    comment: str = Field("", max_length=500, description="Why; recorded in the catalog beside the line")
+    by: str = Field("", max_length=100, description="Who decides (recorded with the decision; empty: the form)")
+
+
 class Plan(BaseModel):
     """What one tick does. ``reservation`` is the desired node list (None: delete the reservation)."""
 
@@ -181,11 +198,12 @@ class Plan(BaseModel):
     start: list[str] = Field(default_factory=list, description="Nodes to run `opsflow nu apply` on now")
     release: list[str] = Field(default_factory=list, description="Nodes leaving the reservation (DONE)")
     reserve: list[str] = Field(default_factory=list, description="Nodes entering the reservation (READY)")
-    restored: list[str] = Field(
-        default_factory=list, description="FAIL or held-in nodes put back into the reservation"
-    )
+    restored: list[str] = Field(default_factory=list, description="FAIL or held-in nodes put back into the reservation")
     manual_edit: str = Field("", description="How the reservation differed from what the orchestrator left")
     new_failures: dict[str, str] = Field(default_factory=dict, description="node -> reason")
     halted: dict[str, str] = Field(default_factory=dict, description="codename -> why it starts nowhere new")
+    awaiting_approval: dict[str, list[str]] = Field(
+        default_factory=dict, description="codename -> its canary nodes, done: the update waits for an operator"
+    )
     ledger: Ledger
     notes: list[str] = Field(default_factory=list)

@@ -13,6 +13,8 @@ Rules (seed section V-VI):
 - FAIL is sticky: a FAIL node stays reserved (one found outside is put back) and stays FAIL across reboots
   until an operator resolves it; an update with ``max_failures`` FAIL nodes, or a
   failed canary, starts on no new node; a catalog with a bad line starts nothing new.
+- An update published with ``--approve`` (``approval=pending``) stops at its canary: once the canary nodes are
+  DONE (their checks passed) it starts on no new node until an operator decides (widen or retire).
 
 Example:
     >>> from pathlib import Path
@@ -235,12 +237,14 @@ def plan_tick(
     restored = _restore_failed(outside_fail, keep_fixed, keep_ready, release, led, settings.res_limit, notes)
     free = settings.res_limit - len(keep_fixed) - len(keep_ready)
     canary_room = _canary_room(catalog, led, in_flight)
+    awaiting = awaiting_approval(catalog, led, halted)
+    gated = set(awaiting)
     reserve: list[str] = []
     for nxt, name in sorted(candidates):
         if free <= 0:
             led.nodes[name].reason = f"waiting for a slot in the reservation (res_limit {settings.res_limit})"
             continue
-        if _take_canary_slot(canary_room, nxt, led.nodes[name]):
+        if _take_canary_slot(canary_room, nxt, led.nodes[name], gated):
             reserve.append(name)
             free -= 1
             led.nodes[name].state, led.nodes[name].reason = NodeState.READY, "reserved this tick"
@@ -251,7 +255,7 @@ def plan_tick(
     for end, nxt, name in sorted(busy_candidates):
         if free <= 0:
             break
-        if _take_canary_slot(canary_room, nxt, led.nodes[name]):
+        if _take_canary_slot(canary_room, nxt, led.nodes[name], gated):
             reserve.append(name)
             free -= 1
             until = "" if end == UNKNOWN_END else f" (expected end {end})"
@@ -272,6 +276,7 @@ def plan_tick(
         manual_edit=manual_edit,
         new_failures=new_failures,
         halted=halted,
+        awaiting_approval=awaiting,
         ledger=led,
         notes=notes,
     )
@@ -324,20 +329,25 @@ def _restore_failed(
     return restored
 
 
-def _take_canary_slot(canary_room: dict[str, int], codename: str, rec: NodeRecord) -> bool:
+def _take_canary_slot(canary_room: dict[str, int], codename: str, rec: NodeRecord, awaiting: set[str]) -> bool:
     """Whether a node may take ``codename`` now under its canary (taking one place if so); else says why."""
     room = canary_room.get(codename)
     if room is None:
         return True
     if room <= 0:
-        rec.reason = f"waiting: canary of {codename} not finished"
+        rec.reason = (
+            f"waiting: canary of {codename} done, waiting for an operator's decision (`opsflow nu decide`)"
+            if codename in awaiting
+            else f"waiting: canary of {codename} not finished"
+        )
         return False
     canary_room[codename] = room - 1
     return True
 
 
 def _canary_room(catalog: Catalog, ledger: Ledger, in_flight: Counter[str]) -> dict[str, int]:
-    """For updates still in their canary phase: how many more nodes may take them now."""
+    """For updates still in their canary phase, or waiting for approval after it: how many more nodes may take
+    them now (0 while an operator's decision is pending)."""
     room: dict[str, int] = {}
     for entry in catalog.entries:
         if not entry.canary:
@@ -345,4 +355,25 @@ def _canary_room(catalog: Catalog, ledger: Ledger, in_flight: Counter[str]) -> d
         done = _done_count(entry.codename, entry.nodes, ledger)
         if done < entry.canary:
             room[entry.codename] = entry.canary - done - in_flight.get(entry.codename, 0)
+        elif entry.approval == "pending":
+            room[entry.codename] = 0
     return room
+
+
+def awaiting_approval(catalog: Catalog, ledger: Ledger, halted: dict[str, str]) -> dict[str, list[str]]:
+    """Gated updates (``approval=pending``) whose canary is done and not halted: codename -> the nodes done.
+
+    >>> from node_update.models import CatalogEntry
+    >>> cat = Catalog(entries=[CatalogEntry(codename="20260102000000", nodes=["n1", "n2"], canary=1,
+    ...                                     approval="pending")])
+    >>> awaiting_approval(cat, Ledger(nodes={"n1": NodeRecord(level="20260102000000")}), {})
+    {'20260102000000': ['n1']}
+    """
+    waiting: dict[str, list[str]] = {}
+    for entry in catalog.entries:
+        if entry.approval != "pending" or entry.codename in halted:
+            continue
+        done = [n for n in entry.nodes if (rec := ledger.nodes.get(n)) and (rec.level or "") >= entry.codename]
+        if len(done) >= entry.canary:
+            waiting[entry.codename] = done
+    return waiting

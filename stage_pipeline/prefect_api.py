@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import Any, cast
 from uuid import UUID
 
@@ -19,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Crashed
 
-from opsflow.errors import AdapterError
+from opsflow.adapters.prefect_runs import answer_form, flow_run_state, form_ready, wait_for_form
 from stage_pipeline.steps import Decision
 
 PIPELINE_DEPLOYMENT = "pipeline-run/pipeline-run"
@@ -52,53 +51,10 @@ def start_pipeline_run(
     return cast(FlowRun, run)
 
 
-def form_ready(run_id: str) -> bool:
-    """Whether the run is suspended AND its form is saved: the project says WAITING a moment before that."""
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(run_id))
-        keyset = run.state.state_details.run_input_keyset if run.state and run.state.is_paused() else None
-        if not keyset:
-            return False
-        try:
-            client.read_flow_run_input(UUID(run_id), keyset["schema"])
-        except (ObjectNotFound, PrefectHTTPStatusError):  # 404 until the suspending run has saved it
-            return False
-    return True
-
-
-def wait_for_form(run_id: str, timeout_s: float = 60.0) -> bool:
-    """Wait (bounded) until :func:`form_ready`; False on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while not form_ready(run_id):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
-
-
 def answer(run_id: str, decision: Decision, timeout_s: float = 60.0) -> None:
-    """Resume a run suspended for a decision, with ``decision`` as the form's input.
-
-    Waits up to ``timeout_s`` for the form to exist. Raises :class:`~opsflow.errors.AdapterError` (a
-    RuntimeError) with the server's reason when the input is refused (the run then stays suspended).
-    """
-    from prefect.flow_runs import resume_flow_run
-
-    if not wait_for_form(run_id, timeout_s):
-        raise AdapterError(f"flow run {run_id} shows no form to answer within {timeout_s:.0f} s")
-    try:
-        resume_flow_run(UUID(run_id), run_input=decision.model_dump(exclude_none=True), _sync=True)  # type: ignore[call-arg]
-    except RuntimeError as exc:  # Prefect's own refusal (the input does not match the form's schema)
-        raise AdapterError(f"the server refused the answer to run {run_id}: {exc}") from exc
-
-
-def flow_run_state(run_id: str) -> str | None:
-    """The state type of a flow run (e.g. ``"PAUSED"``, ``"RUNNING"``), None if unknown."""
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(run_id))
-    return run.state.type.value if run.state else None
+    """Resume a run suspended for a decision, with ``decision`` as the form's input (see
+    :func:`opsflow.adapters.prefect_runs.answer_form`: waits for the form, raises ``AdapterError`` if refused)."""
+    answer_form(run_id, decision.model_dump(exclude_none=True), timeout_s)
 
 
 def flow_run_end(run_id: str) -> str | None:
@@ -116,3 +72,16 @@ def mark_crashed(run_id: str, message: str) -> None:
         run = client.read_flow_run(UUID(run_id))
         if run.state is not None and not run.state.is_final():
             client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+
+__all__ = [
+    "PIPELINE_DEPLOYMENT",
+    "answer",
+    "flow_run_end",
+    "flow_run_state",
+    "form_ready",
+    "mark_crashed",
+    "stage_deployment",
+    "start_pipeline_run",
+    "wait_for_form",
+]

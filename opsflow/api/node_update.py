@@ -27,10 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import hostlist
 from pydantic import ValidationError
@@ -38,8 +39,9 @@ from pydantic import ValidationError
 from node_update import catalog as catalog_io
 from node_update import spool
 from node_update.config import FIELDS, load_config, node_env
-from node_update.models import CatalogEntry, NodeUpdateConfig
+from node_update.models import CanaryDecision, CatalogEntry, NodeUpdateConfig
 from node_update.operator import NodeStatus, Resolution, hold_node, node_statuses, resolve_failure, unhold_node
+from node_update.prefect_api import answer_approval
 from node_update.simulate import SimulationConfig, SimulationResult, format_result
 from node_update.simulate import simulate as run_simulation
 from node_update.slurm import NodeUpdateSlurm
@@ -63,6 +65,7 @@ class Update(TableView):
     nodes: str
     node_count: int
     canary: int = 0
+    approval: str = ""
 
     @classmethod
     def of(cls, entry: CatalogEntry) -> Update:
@@ -71,6 +74,7 @@ class Update(TableView):
             nodes=str(hostlist.collect_hostlist(entry.nodes)) if entry.nodes else "",
             node_count=len(entry.nodes),
             canary=entry.canary,
+            approval=entry.approval,
         )
 
 
@@ -131,14 +135,77 @@ class NodeUpdateAPI:
         return NodeUpdateSlurm(SlurmCLI(conf=local_conf if use_local else None))
 
     # --- the catalog -----------------------------------------------------------------------------------------
-    def publish(self, codename: str, *, nodes: str, bundle: str | Path | None = None, canary: int = 0) -> Update:
+    def publish(
+        self,
+        codename: str,
+        *,
+        nodes: str,
+        bundle: str | Path | None = None,
+        canary: int = 0,
+        approve: bool = False,
+    ) -> Update:
         """Publish an update for the nodes of a Slurm hostlist (F4, F5): copy ``bundle`` in, append its line.
 
-        Raises :class:`node_update.catalog.CatalogError` (bad input, nothing changed) naming the value and why.
+        ``approve`` (needs ``canary``): once the canary nodes are DONE the rollout waits for :meth:`decide` (or the
+        form of its ``node-update-approval`` run in the Prefect UI). Raises
+        :class:`node_update.catalog.CatalogError` (bad input, nothing changed) naming the value and why.
         """
         root = self.config().root
-        entry = catalog_io.publish(root, codename, nodes, canary=canary, bundle=Path(bundle) if bundle else None)
-        return Update.of(entry)
+        source = Path(bundle) if bundle else None
+        return Update.of(catalog_io.publish(root, codename, nodes, canary=canary, bundle=source, approve=approve))
+
+    def decide(
+        self,
+        codename: str,
+        action: Literal["widen", "retire"] = "widen",
+        *,
+        res_limit: int | None = None,
+        comment: str = "",
+        by: str | None = None,
+        timeout_s: float = 180.0,
+    ) -> Update:
+        """Answer a gated update once its canary is done: ``widen`` (optionally with a new ``res_limit``) or
+        ``retire``, with a comment; returns the update as the catalog records it afterwards.
+
+        The answer goes to the form of the update's waiting ``node-update-approval`` run (as the Prefect UI's
+        Resume does; that run records it and waits up to ``timeout_s`` for it); with no such run (ticks run here,
+        without Prefect) it is recorded in the catalog directly, where only the settings Block's flow can change
+        ``res_limit``. Raises :class:`opsflow.errors.InputError` for a bad answer,
+        :class:`node_update.catalog.CatalogError` when the update waits for no decision.
+        """
+        try:
+            decision = CanaryDecision(action=action, res_limit=res_limit, comment=comment, by=by or getpass.getuser())
+        except ValidationError as exc:
+            problems = [(0, ".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
+            raise InputError("decide", problems) from None
+        root = self.config().root
+        entry = self._gated(root, codename)
+        if answer_approval(root, entry.codename, decision, timeout_s=timeout_s) is None:
+            if res_limit is not None:
+                raise InputError("decide", [(0, "res_limit", "no approval run waits: it alone saves res_limit")])
+            catalog_io.record_decision(root, entry.codename, decision, by=decision.by, at=time.time())
+        deadline = time.monotonic() + timeout_s
+        while (now := self._find(root, entry.codename)) is not None and now.approval == "pending":
+            if time.monotonic() > deadline:
+                raise RolloutTimeout(f"{codename}: the approval run did not record the answer in {timeout_s:.0f} s", [])
+            time.sleep(0.5)
+        return Update.of(now or entry.model_copy(update={"nodes": []}))
+
+    @staticmethod
+    def _find(root: Path, codename: str) -> CatalogEntry | None:
+        return next((e for e in catalog_io.load_catalog(root).entries if e.codename == codename), None)
+
+    def _gated(self, root: Path, codename: str) -> CatalogEntry:
+        """The catalog entry of ``codename`` if it waits for a decision now (canary done); else say why."""
+        entry = self._find(root, codename)
+        if entry is None:
+            raise catalog_io.UnknownCodenameError(f"{codename}: not in {catalog_io.catalog_path(root)}")
+        if entry.approval != "pending":
+            raise catalog_io.CatalogError(f"{codename}: waits for no decision (approval={entry.approval or 'none'})")
+        done = sum(1 for s in self.status() if s.node in entry.node_set and (s.level or "") >= entry.codename)
+        if done < entry.canary:
+            raise catalog_io.CatalogError(f"{codename}: its canary is not done yet ({done} of {entry.canary} nodes)")
+        return entry
 
     def retire(self, codename: str) -> Update:
         """Retire an update (F4): no node starts it any more; running applies finish.

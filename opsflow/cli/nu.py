@@ -21,7 +21,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -48,12 +48,31 @@ def publish(
     nodes: Annotated[str, typer.Option(help="Slurm hostlist of the nodes to update, e.g. 'nid[001-004],nid007'")],
     bundle: Annotated[Path | None, typer.Option(help="Directory with update.sh, copied into the root")] = None,
     canary: Annotated[int, typer.Option(help="Update this many nodes first; widen once all succeeded")] = 0,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Once the canary is DONE, wait for a decision (Prefect UI, `nu decide`)")
+    ] = False,
     block: BlockOpt = None,
 ) -> None:
     """Publish an update bundle for some nodes (F4, F5): appends one catalog line."""
-    update = _api(block).publish(codename, nodes=nodes, bundle=bundle, canary=canary)
+    update = _api(block).publish(codename, nodes=nodes, bundle=bundle, canary=canary, approve=approve)
     canary_note = f", canary {update.canary}" if update.canary else ""
-    console.print(f"published {update.codename} for {update.node_count} node(s){canary_note}")
+    gate = ", then waits for approval" if update.approval == "pending" else ""
+    console.print(f"published {update.codename} for {update.node_count} node(s){canary_note}{gate}")
+
+
+@app.command()
+def decide(
+    codename: str,
+    retire: Annotated[bool, typer.Option("--retire", help="Retire the update instead of widening it")] = False,
+    res_limit: Annotated[int | None, typer.Option(help="Widen with this res_limit (saved in the settings)")] = None,
+    comment: Annotated[str, typer.Option(help="Why (recorded in the catalog)")] = "",
+    block: BlockOpt = None,
+) -> None:
+    """Answer a gated update whose canary is done: widen it (default) or --retire it; the same answer as the
+    form of its `node-update-approval` run in the Prefect UI."""
+    action: Literal["widen", "retire"] = "retire" if retire else "widen"
+    update = _api(block).decide(codename, action, res_limit=res_limit, comment=comment)
+    console.print(f"{codename}: {'retired' if retire else f'widened to {update.node_count} node(s)'}")
 
 
 @app.command()
@@ -66,9 +85,9 @@ def retire(codename: str, block: BlockOpt = None) -> None:
 @app.command("list")
 def list_updates(block: BlockOpt = None) -> None:
     """The active updates of the catalog."""
-    table = Table("codename", "nodes", "canary")
+    table = Table("codename", "nodes", "canary", "approval")
     for update in _api(block).updates():
-        table.add_row(update.codename, update.nodes, str(update.canary or ""))
+        table.add_row(update.codename, update.nodes, str(update.canary or ""), update.approval)
     console.print(table)
 
 

@@ -287,3 +287,21 @@ def test_hold_and_unhold_show_in_status_and_refuse_an_unknown_node(nu_env: Path)
     assert json.loads(out)[0]["hold"].startswith("out by ")
     assert nu("unhold", "nid001")[0] == 0
     assert json.loads(nu("status", "--json")[1])[0]["hold"] == ""
+
+
+def test_publish_approve_then_decide_without_prefect_records_the_answer(nu_env: Path, tmp_path: Path) -> None:
+    assert_one_line_error(nu("publish", U1, "--nodes", "nid[001-004]", "--approve"), 2, "--approve", "--canary")
+    code, out, err = nu("publish", U1, "--nodes", "nid[001-004]", "--canary", "1", "--approve",
+                        "--bundle", str(bundle(tmp_path)))  # fmt: skip
+    assert code == 0 and "then waits for approval" in out, err
+    assert "pending" in nu("list")[1]
+    spool.save_ledger(nu_env, Ledger(nodes={"nid001": NodeRecord(level="20260101000000")}))
+    assert_one_line_error(nu("decide", U1), 2, "canary is not done yet", "0 of 1")
+    spool.save_ledger(nu_env, Ledger(nodes={"nid001": NodeRecord(level=U1)}))
+    # No approval run (no Prefect here): only that run's flow saves a res_limit in the settings Block.
+    assert_one_line_error(nu("decide", U1, "--res-limit", "8"), 2, "res_limit", "no approval run waits")
+    code, out, err = nu("decide", U1, "--comment", "canary fine")
+    assert code == 0 and "widened to 4 node(s)" in out, err
+    line = (nu_env / "active-updates.list").read_text()
+    assert "approval=widened" in line and "canary fine" in line
+    assert_one_line_error(nu("decide", U1, "--retire"), 2, "waits for no decision", "approval=widened")

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from node_update.catalog import expand_nodes, parse_catalog, render_entry
+from node_update.catalog import (
+    CatalogError,
+    UnknownCodenameError,
+    catalog_path,
+    expand_nodes,
+    load_catalog,
+    parse_catalog,
+    publish,
+    record_decision,
+    render_entry,
+)
 from node_update.codename import CodenameError, codename_at, parse_codename
-from node_update.models import Catalog, CatalogEntry
+from node_update.models import CanaryDecision, Catalog, CatalogEntry
 from node_update.spool import UnsafeNameError, safe_name
 
 U1 = "20260101000000"
 U2 = "20260201000000"
 U3 = "20260301000000"
+OPTIONS = "canary=N or approval=pending|widened"
+NEEDS_CANARY = "an approval gate needs canary=N (N >= 1): it waits after the canary"
 
 
 @pytest.mark.parametrize("text", ["20260101000000", "20240229235959", "19991231000000"])
@@ -97,8 +110,11 @@ def test_empty_catalog() -> None:
         (f"{U2} nid001 canary=x", "a.list:2: canary: 'x' is not a whole number >= 0"),
         (f"{U2} nid001 canary=-1", "a.list:2: canary: '-1' is not a whole number >= 0"),
         (f"{U2} nid001 canary=1 canary=2", "a.list:2: canary: given twice"),
-        (f"{U2} nid001 limit=3", "a.list:2: options: unknown 'limit=3' (expected canary=N)"),
-        (f"{U2} nid001 nid002", "a.list:2: options: unknown 'nid002' (expected canary=N)"),
+        (f"{U2} nid001 limit=3", f"a.list:2: options: unknown 'limit=3' (expected {OPTIONS})"),
+        (f"{U2} nid001 nid002", f"a.list:2: options: unknown 'nid002' (expected {OPTIONS})"),
+        (f"{U2} nid001 approval=pending", f"a.list:2: approval: {NEEDS_CANARY}"),
+        (f"{U2} nid001 canary=1 approval=yes", "a.list:2: approval: 'yes' is not one of pending, widened"),
+        (f"{U2} nid001 canary=1 approval=pending approval=widened", "a.list:2: approval: given twice"),
         (f"{U1} nid002", "a.list:2: codename: 20260101000000 is already on line 1"),
     ],
 )
@@ -170,3 +186,54 @@ def test_safe_names(name: str) -> None:
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeNameError):
         safe_name(name)
+
+
+def test_an_approval_gate_parses_and_renders_back() -> None:
+    entry = parse_catalog(f"{U1} nid[001-004] canary=2 approval=pending\n", "a.list").entries[0]
+    assert (entry.canary, entry.approval) == (2, "pending")
+    assert render_entry(entry) == f"{U1} nid[001-004] canary=2 approval=pending"
+
+
+def _gated_root(tmp_path: Path) -> Path:
+    catalog_path(tmp_path).write_bytes(
+        f"# site catalog\n{U1} nid001\n{U2} nid[001-004] canary=1 approval=pending  # kernel\n{U3} nid009\n".encode()
+    )
+    return tmp_path
+
+
+def test_a_widen_decision_is_recorded_on_its_line_and_nothing_else_changes(tmp_path: Path) -> None:
+    root = _gated_root(tmp_path)
+    decision = CanaryDecision(action="widen", res_limit=16, comment="looks good\nreally")
+    record_decision(root, U2, decision, by="alice", at=0)
+    lines = catalog_path(root).read_text().split("\n")
+    assert lines[:2] == ["# site catalog", f"{U1} nid001"] and lines[3:] == [f"{U3} nid009", ""]
+    assert lines[2] == (
+        f"{U2} nid[001-004] canary=1 approval=widened  "
+        "# widened by alice at 1970-01-01T00:00:00Z, res_limit 16: looks good really"
+    )
+    assert load_catalog(root).entries[1].approval == "widened"
+    with pytest.raises(CatalogError, match="waits for no decision \\(approval=widened\\)"):
+        record_decision(root, U2, decision, by="alice", at=0)
+
+
+def test_a_retire_decision_removes_the_update_and_keeps_a_comment_line(tmp_path: Path) -> None:
+    root = _gated_root(tmp_path)
+    record_decision(root, U2, CanaryDecision(action="retire", comment="oops"), by="bob", at=0)
+    assert [e.codename for e in load_catalog(root).entries] == [U1, U3]
+    assert "retired after its canary by bob at 1970-01-01T00:00:00Z: oops" in catalog_path(root).read_text()
+
+
+def test_a_decision_on_an_ungated_or_unknown_update_is_refused(tmp_path: Path) -> None:
+    root = _gated_root(tmp_path)
+    before = catalog_path(root).read_bytes()
+    with pytest.raises(CatalogError, match="published without --approve"):
+        record_decision(root, U1, CanaryDecision(), by="x", at=0)
+    with pytest.raises(UnknownCodenameError):
+        record_decision(root, "20300101000000", CanaryDecision(), by="x", at=0)
+    assert catalog_path(root).read_bytes() == before
+
+
+def test_publish_with_approve_needs_a_canary(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="--approve: needs --canary"):
+        publish(tmp_path, U1, "nid001", approve=True)
+    assert not catalog_path(tmp_path).exists()

@@ -143,6 +143,30 @@ def test_canary_widens_only_after_every_canary_node_succeeded() -> None:
     assert p3.reserve == NODES[2:]
 
 
+def test_a_gated_update_stops_after_its_canary_until_it_is_widened() -> None:
+    gated = CatalogEntry(codename=U1, nodes=NODES, canary=2, approval="pending")
+    cat, cfg = Catalog(entries=[gated]), config(res_limit=8)
+    p1 = plan_tick(snapshot(None), cat, booted(), [], [], cfg)
+    assert p1.reserve == ["nid001", "nid002"] and p1.awaiting_approval == {}
+    p2 = plan_tick(snapshot(p1.reservation), cat, p1.ledger, [], [ok("nid001", U1), ok("nid002", U1)], cfg)
+    assert p2.reserve == [] and p2.awaiting_approval == {U1: ["nid001", "nid002"]}
+    assert "waiting for an operator's decision" in p2.ledger.nodes["nid003"].reason
+    assert U1 not in p2.halted  # waiting is no failure: no halted event
+    p3 = plan_tick(snapshot(p2.reservation), cat, p2.ledger, [], [], cfg)
+    assert p3.reserve == [] and p3.reservation is None
+    widened = Catalog(entries=[gated.model_copy(update={"approval": "widened"})])
+    p4 = plan_tick(snapshot(p3.reservation), widened, p3.ledger, [], [], cfg)
+    assert p4.reserve == NODES[2:] and p4.awaiting_approval == {}
+
+
+def test_a_gated_update_whose_canary_failed_is_halted_not_awaiting() -> None:
+    gated = CatalogEntry(codename=U1, nodes=NODES, canary=2, approval="pending")
+    bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=1, at=1.0)
+    plan = plan_tick(snapshot(["nid001", "nid002"]), Catalog(entries=[gated]), booted(), [], [bad, ok("nid002", U1)],
+                     config(res_limit=8, max_failures=5))  # fmt: skip
+    assert "canary failed" in plan.halted[U1] and plan.awaiting_approval == {}
+
+
 def test_failed_canary_halts_the_update() -> None:
     cat, cfg = catalog((U1, NODES, 2)), config(res_limit=8, max_failures=5)
     bad = ApplyResult(node="nid001", codename=U1, ok=False, exit_code=1, at=1.0)
