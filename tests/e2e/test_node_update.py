@@ -27,6 +27,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from selenium import webdriver
 
 from flows.node_update_rollout import node_update_tick
 from node_update import catalog as catalog_io
@@ -390,3 +391,121 @@ def test_tick_flow_reports_a_failure_as_event_and_artifacts(
     events, artifacts = seen
     assert any(e["payload"]["node"] == "nid001" and "exited 4" in e["payload"]["reason"] for e in events)  # type: ignore[index]
     assert artifacts
+
+
+# --- the canary approval gate (publish --approve): the tick flow, its approval run on the cpu worker ------------
+#: Starting the approval run's process on the worker, and again after the answer: tens of seconds on 2 cores.
+APPROVAL_WAIT_S = 240
+
+
+@dataclass
+class GatedRollout:
+    """A rollout ticked by the `node-update-tick` flow with the `local` Blocks, as the scheduled deployment does."""
+
+    rollout: Rollout
+    original_res_limit: int
+
+    def tick(self) -> TickReport:
+        report = node_update_tick(settings_block="local")
+        self.rollout.reservation_sizes.append(len(self.rollout.reservation()))
+        self.rollout.wait_apply_jobs()
+        return report
+
+    def until_asked(self, code: str) -> str:
+        """Tick until the approval run of ``code`` shows its form; returns its id."""
+        from node_update.prefect_api import load_approval_runs
+        from opsflow.adapters.prefect_runs import wait_for_form
+
+        deadline = time.monotonic() + APPROVAL_WAIT_S
+        while time.monotonic() < deadline:
+            self.tick()
+            run_id = load_approval_runs(self.rollout.cfg.root).get(code)
+            if run_id and wait_for_form(run_id, timeout_s=30):
+                return run_id
+        raise AssertionError(f"no approval form for {code}: {spool.load_ledger(self.rollout.cfg.root)}")
+
+    def entry(self, code: str) -> str:
+        text = catalog_io.catalog_path(self.rollout.cfg.root).read_text()
+        return next((line for line in text.splitlines() if code in line), "")
+
+
+@pytest.fixture
+def gated(rollout: Rollout, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedRollout]:
+    """The `local` settings Block at res_limit 2 (the environment overrides none of it), restored afterwards."""
+    from blocks import NodeUpdateSettings, load_block
+
+    monkeypatch.delenv("OPSFLOW_NU_RES_LIMIT")
+    block = load_block(NodeUpdateSettings, "local")
+    original = block.res_limit
+    block.res_limit = 2
+    block.save("local", overwrite=True)
+    try:
+        yield GatedRollout(rollout=rollout, original_res_limit=original)
+    finally:
+        block = load_block(NodeUpdateSettings, "local")
+        block.res_limit = original
+        block.save("local", overwrite=True)
+
+
+def test_l_a_gated_canary_waits_for_a_decision_then_widens_with_a_new_res_limit_through_the_api(
+    gated: GatedRollout, tmp_path: Path, stack: StackConfig
+) -> None:
+    import opsflow
+    from blocks import NodeUpdateSettings, load_block
+    from opsflow.adapters.prefect_runs import flow_run_state
+
+    rollout, code = gated.rollout, recent()
+    nu = opsflow.connect(stack.home).node_update
+    nu.publish(code, nodes="nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"), canary=2, approve=True)
+    run_id = gated.until_asked(code)
+    canary = [n for n, v in rollout.levels().items() if v == code]
+    assert canary == ["nid001", "nid002"], rollout.levels()
+    # While it waits, the ticks go on and widen nothing: no other node is reserved or updated.
+    for _ in range(2):
+        report = gated.tick()
+        assert report.plan.reserve == [] and report.plan.awaiting_approval == {code: canary}
+    assert "waiting for an operator's decision" in spool.load_ledger(rollout.cfg.root).nodes["nid003"].reason
+    assert flow_run_state(run_id) == "PAUSED"
+
+    update = nu.decide(code, "widen", res_limit=4, comment="canary looks fine", by="alice",
+                       timeout_s=APPROVAL_WAIT_S)  # fmt: skip
+    assert update.approval == "widened"
+    assert "widened by alice" in gated.entry(code) and "res_limit 4: canary looks fine" in gated.entry(code)
+    assert load_block(NodeUpdateSettings, "local").res_limit == 4  # the form's res_limit went to the settings
+    assert wait_until(lambda: flow_run_state(run_id) == "COMPLETED", timeout_s=APPROVAL_WAIT_S)
+    sizes_before = len(rollout.reservation_sizes)
+    for _ in range(20):
+        gated.tick()
+        if all(v == code for v in rollout.levels().values()) and not rollout.reservation():
+            break
+    assert all(v == code for v in rollout.levels().values()), rollout.levels()
+    assert max(rollout.reservation_sizes[sizes_before:]) == 4  # the new res_limit, and never more (F6)
+
+
+def test_m_a_gated_canary_retired_in_the_prefect_ui(
+    gated: GatedRollout, tmp_path: Path, stack: StackConfig, browser: webdriver.Chrome
+) -> None:
+    from opsflow.adapters.prefect_runs import flow_run_state
+    from opsflow.stack.env import api_auth_string
+    from tests.e2e.ui_support import log_in, resume_in_ui
+
+    rollout, code = gated.rollout, recent()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-004]", canary=1, approve=True,
+                       bundle=rollout.bundle(tmp_path, "exit 0\n"))  # fmt: skip
+    run_id = gated.until_asked(code)
+    base, path = f"http://127.0.0.1:{stack.prefect_port}", f"/runs/flow-run/{run_id}"
+    try:
+        log_in(browser, base, api_auth_string(stack), path)
+        fields = {"Action": "retire", "Comment": "bad canary, seen in the UI", "By": "carol"}
+        resume_in_ui(browser, f"{base}{path}", fields)
+    except Exception as exc:
+        browser.save_screenshot(str(tmp_path / "failure.png"))
+        exc.add_note(f"browser state: {tmp_path}/failure.png")
+        raise
+    assert wait_until(lambda: flow_run_state(run_id) == "COMPLETED", timeout_s=APPROVAL_WAIT_S)
+    assert "retired after its canary by carol" in gated.entry(code) and gated.entry(code).startswith("#")
+    assert code not in [e.codename for e in catalog_io.load_catalog(rollout.cfg.root).entries]
+    for _ in range(3):
+        gated.tick()
+    updated = sorted(n for n, v in rollout.levels().items() if v == code)
+    assert len(updated) == 1 and not rollout.reservation(), (updated, rollout.reservation())
