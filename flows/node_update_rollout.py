@@ -31,6 +31,7 @@ from node_update import spool
 from node_update.config import load_config
 from node_update.models import CanaryDecision, CatalogEntry, NodeState, NodeUpdateConfig
 from node_update.operator import Resolution, resolve_failure
+from node_update.planner import done_nodes
 from node_update.prefect_api import request_approvals
 from node_update.slurm import NodeUpdateSlurm
 from node_update.tick import TickReport, run_tick
@@ -172,13 +173,13 @@ def approve_canary(codename: str, settings_block: str | None = "local") -> str:
     """Ask an operator, through a form in the Prefect UI, whether a gated update widens past its canary."""
     logger = get_run_logger()
     cfg, _ = load_settings(settings_block)
-    entry = next((e for e in catalog_io.load_catalog(cfg.root).entries if e.codename == codename), None)
+    entry = catalog_io.load_catalog(cfg.root).find(codename)
     if entry is None or entry.approval != "pending":
         state = "not in the catalog" if entry is None else f"approval={entry.approval or 'none'}"
         logger.info("%s: no decision to ask for (%s)", codename, state)
         return f"{codename}: nothing to decide ({state})"
     ledger = spool.load_ledger(cfg.root)
-    done = [n for n in entry.nodes if (rec := ledger.nodes.get(n)) and (rec.level or "") >= codename]
+    done = done_nodes(codename, entry.nodes, ledger)
     form = CanaryDecisionForm.with_initial_data(description=approval_description(entry, done, cfg))
     # The process exits until the form is answered; the run then starts again here and gets the answer.
     answer = suspend_flow_run(wait_for_input=form, key=f"canary-{codename}", timeout=APPROVAL_TIMEOUT_S)

@@ -325,7 +325,7 @@ def retire(root: Path, codename: str, lock_timeout: float = 60.0) -> CatalogEntr
         if not removed:
             raise UnknownCodenameError(f"{codename}: not in {catalog_path(root)} (unknown codename)")
         parsed = parse_catalog(data.decode(errors="replace"), str(catalog_path(root)))
-        entry = next((e for e in parsed.entries if e.codename == codename), None)
+        entry = parsed.find(codename)
         _write(root, b"".join(kept))
     return entry or CatalogEntry(codename=codename, nodes=[], line=removed[0])
 
@@ -359,7 +359,7 @@ def record_decision(
     with root_lock(root, timeout=lock_timeout):
         data = _read(root)
         parsed = parse_catalog(data.decode(errors="replace"), str(catalog_path(root)))
-        entry = next((e for e in parsed.entries if e.codename == codename), None)
+        entry = parsed.find(codename)
         if entry is None:
             raise UnknownCodenameError(f"{codename}: not in {catalog_path(root)} (unknown codename)")
         if entry.approval != "pending":

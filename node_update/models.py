@@ -56,6 +56,14 @@ class Catalog(BaseModel):
     #: A line that could not be parsed: "file:line: why". The tick then starts nothing new (F4 safety).
     error: str | None = None
 
+    def find(self, codename: str) -> CatalogEntry | None:
+        """The entry of ``codename``, None when the catalog does not hold it.
+
+        >>> Catalog(entries=[CatalogEntry(codename="20260101000000", nodes=["n1"])]).find("20260101000000").nodes
+        ['n1']
+        """
+        return next((e for e in self.entries if e.codename == codename), None)
+
     def pending_for(self, node: str, level: str | None, skipped: Iterable[str] = ()) -> list[str]:
         """Codenames ``node`` still needs, oldest first: covering entries newer than its level (F5, F7).
 

@@ -128,17 +128,22 @@ def halted_updates(catalog: Catalog, ledger: Ledger, settings: NodeUpdateConfig)
         count = fails.get(entry.codename, 0)
         if count >= settings.max_failures:
             halted[entry.codename] = f"failure budget spent: {count} FAIL >= max_failures {settings.max_failures}"
-        elif entry.canary and count and _done_count(entry.codename, entry.nodes, ledger) < entry.canary:
+        elif entry.canary and count and len(done_nodes(entry.codename, entry.nodes, ledger)) < entry.canary:
             halted[entry.codename] = f"canary failed on {count} node(s): not widening"
     return halted
 
 
-def _done_count(codename: str, nodes: list[str], ledger: Ledger) -> int:
-    done = 0
+def done_nodes(codename: str, nodes: list[str], ledger: Ledger) -> list[str]:
+    """Nodes of ``nodes`` whose level has ``codename`` (F7: applied it, or booted after it).
+
+    >>> done_nodes("20260102000000", ["n1", "n2"], Ledger(nodes={"n1": NodeRecord(level="20260102000000")}))
+    ['n1']
+    """
+    done: list[str] = []
     for node in nodes:
         rec = ledger.nodes.get(node)
         if rec is not None and rec.level is not None and rec.level >= codename:
-            done += 1
+            done.append(node)
     return done
 
 
@@ -352,7 +357,7 @@ def _canary_room(catalog: Catalog, ledger: Ledger, in_flight: Counter[str]) -> d
     for entry in catalog.entries:
         if not entry.canary:
             continue
-        done = _done_count(entry.codename, entry.nodes, ledger)
+        done = len(done_nodes(entry.codename, entry.nodes, ledger))
         if done < entry.canary:
             room[entry.codename] = entry.canary - done - in_flight.get(entry.codename, 0)
         elif entry.approval == "pending":
@@ -373,7 +378,7 @@ def awaiting_approval(catalog: Catalog, ledger: Ledger, halted: dict[str, str]) 
     for entry in catalog.entries:
         if entry.approval != "pending" or entry.codename in halted:
             continue
-        done = [n for n in entry.nodes if (rec := ledger.nodes.get(n)) and (rec.level or "") >= entry.codename]
+        done = done_nodes(entry.codename, entry.nodes, ledger)
         if len(done) >= entry.canary:
             waiting[entry.codename] = done
     return waiting

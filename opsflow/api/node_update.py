@@ -41,6 +41,7 @@ from node_update import spool
 from node_update.config import FIELDS, load_config, node_env
 from node_update.models import CanaryDecision, CatalogEntry, NodeUpdateConfig
 from node_update.operator import NodeStatus, Resolution, hold_node, node_statuses, resolve_failure, unhold_node
+from node_update.planner import done_nodes
 from node_update.prefect_api import answer_approval
 from node_update.simulate import SimulationConfig, SimulationResult, format_result
 from node_update.simulate import simulate as run_simulation
@@ -56,6 +57,11 @@ if TYPE_CHECKING:
 #: Block type slugs (as the Blocks save themselves on a Prefect server).
 SETTINGS_SLUG = "opsflow-node-update-settings"
 SLURM_SLUG = "opsflow-slurm-cluster"
+
+
+def _input_error(source: str, exc: ValidationError) -> InputError:
+    """A keyword argument's bad value as the one input error (no line: it came from a call, not a file)."""
+    return InputError(source, [(0, ".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()])
 
 
 class Update(TableView):
@@ -176,8 +182,7 @@ class NodeUpdateAPI:
         try:
             decision = CanaryDecision(action=action, res_limit=res_limit, comment=comment, by=by or getpass.getuser())
         except ValidationError as exc:
-            problems = [(0, ".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
-            raise InputError("decide", problems) from None
+            raise _input_error("decide", exc) from None
         root = self.config().root
         entry = self._gated(root, codename)
         if answer_approval(root, entry.codename, decision, timeout_s=timeout_s) is None:
@@ -193,7 +198,7 @@ class NodeUpdateAPI:
 
     @staticmethod
     def _find(root: Path, codename: str) -> CatalogEntry | None:
-        return next((e for e in catalog_io.load_catalog(root).entries if e.codename == codename), None)
+        return catalog_io.load_catalog(root).find(codename)
 
     def _gated(self, root: Path, codename: str) -> CatalogEntry:
         """The catalog entry of ``codename`` if it waits for a decision now (canary done); else say why."""
@@ -202,7 +207,7 @@ class NodeUpdateAPI:
             raise catalog_io.UnknownCodenameError(f"{codename}: not in {catalog_io.catalog_path(root)}")
         if entry.approval != "pending":
             raise catalog_io.CatalogError(f"{codename}: waits for no decision (approval={entry.approval or 'none'})")
-        done = sum(1 for s in self.status() if s.node in entry.node_set and (s.level or "") >= entry.codename)
+        done = len(done_nodes(entry.codename, entry.nodes, spool.load_ledger(root)))
         if done < entry.canary:
             raise catalog_io.CatalogError(f"{codename}: its canary is not done yet ({done} of {entry.canary} nodes)")
         return entry
@@ -314,8 +319,7 @@ class NodeUpdateAPI:
                 reserve_busy=reserve_busy,
             )
         except ValidationError as exc:
-            problems = [(0, ".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
-            raise InputError("simulate", problems) from None
+            raise _input_error("simulate", exc) from None
         return SimulationReport.model_validate(run_simulation(cfg).model_dump())
 
 
