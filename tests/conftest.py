@@ -27,7 +27,8 @@ STACK_PORT_OFFSET = int(os.environ.get("OPSFLOW_TEST_PORT_OFFSET", "10000"))
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
     """The full local stack (Prefect + workers, Slurm, Spark, Prometheus, podman), up for the whole session."""
-    cfg = StackConfig(home=tmp_path_factory.mktemp("stack")).shifted(STACK_PORT_OFFSET)
+    # Node checks every 20 s instead of the seed's minute: the e2e test of the periodic check waits for a round.
+    cfg = StackConfig(home=tmp_path_factory.mktemp("stack"), node_check_every_s=20).shifted(STACK_PORT_OFFSET)
     try:
         up(cfg)
     except StackError as exc:

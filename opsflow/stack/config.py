@@ -33,6 +33,9 @@ class StackConfig(BaseModel):
     spark_worker_ui_base_port: int = Field(8081, description="First Spark worker UI port")
     spark_workers: int = Field(2, ge=0, le=32, description="Spark workers started by `up`")
     spark_worker_cores: int = Field(1, ge=1, description="Cores offered by each Spark worker")
+    node_check_every_s: float = Field(
+        60.0, gt=0, description="Seconds between two `opsflow nu check` rounds over every Slurm node (the seed's cron)"
+    )
     spark_worker_memory: str = Field("1g", description="Memory offered by each Spark worker")
     prometheus_port: int = Field(9090, description="Prometheus web/API")
     metrics_port: int = Field(9464, description="opsflow's own Prometheus metrics endpoint")

@@ -28,35 +28,57 @@ def run_and_wait(name: str, parameters: dict[str, object] | None = None, timeout
     return cast(FlowRun, run_deployment(name, parameters=parameters or {}, timeout=timeout_s))
 
 
-def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks: int = 30) -> bool:
-    """Publish the sample bundle for every node, keep two nodes busy with jobs, and tick until all are updated."""
+def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks: int = 40) -> bool:
+    """A gated canary on a busy cluster: every node runs a user job with more queued behind them; the sample
+    bundle is published for every node with one canary and ``approve``; the `node-update-tick` deployment is run
+    until the canary is updated and the approval run shows its form, which is left for you (like the pipeline's).
+
+    The demo's previous update, if it still waits, is retired first: a second demo starts from a clean catalog.
+    """
     from node_update import catalog as catalog_io
     from node_update import spool
     from node_update.codename import codename_at
     from node_update.config import local_root
+    from node_update.prefect_api import load_approval_runs
+    from opsflow.adapters.prefect_runs import ui_url, wait_for_form
     from opsflow.adapters.slurm import SlurmCLI
+    from opsflow.files import atomic_write_text
 
     root = local_root(cfg.home)
+    last = cfg.home / "demo" / "node-update-codename"
+    if last.exists() and catalog_io.load_catalog(root).find(last.read_text().strip()):
+        catalog_io.retire(root, last.read_text().strip())
+        echo(f"node update: retired the previous demo's update {last.read_text().strip()}")
+    cli = SlurmCLI(conf=cfg.slurm_conf)
+    jobs = cfg.slurm_nodes + 4
+    for _ in range(jobs):  # exclusive one-node jobs: a freed node goes to the next one at once
+        cli.run(["sbatch", "--parsable", "--job-name=demo-user-job", "--nodes=1", "--exclusive",
+                 f"--output={cfg.home / 'shared' / 'demo-user-job-%j.out'}", "--wrap=sleep 20"])  # fmt: skip
+    echo(f"node update: {jobs} user jobs of 20 s on {cfg.slurm_nodes} nodes: all busy, 4 queued")
     code = codename_at(time.time())
     bundle = Path(__file__).resolve().parents[2] / "examples" / "node_update" / "bundle"
-    entry = catalog_io.publish(root, code, f"nid[001-{cfg.slurm_nodes:03d}]", bundle=bundle)
-    echo(f"node update: published {code} for {len(entry.nodes)} nodes; res_limit from the `local` block")
-    cli = SlurmCLI(conf=cfg.slurm_conf)
-    busy = cli.submit("sleep 30", nodes=2, output=cfg.home / "shared" / "demo-busy.out", wait=False, job_name="busy")
-    echo(f"node update: job {busy.job_id} keeps 2 nodes busy for 30 s; they are updated once it ends")
+    entry = catalog_io.publish(
+        root, code, f"nid[001-{cfg.slurm_nodes:03d}]", canary=1, approve=True, bundle=bundle
+    )
+    atomic_write_text(last, code + "\n")
+    echo(f"node update: published {code} for {len(entry.nodes)} nodes, canary 1, then waits for approval")
     for tick in range(1, max_ticks + 1):
         run = run_and_wait("node-update-tick/node-update-tick", {}, timeout_s=300)
         ledger = spool.load_ledger(root)
         done = sorted(n for n in entry.nodes if (ledger.nodes.get(n) and (ledger.nodes[n].level or "") >= code))
-        states = sorted({f"{r.state.value}" for r in ledger.nodes.values()})
+        queued = cli.run(["squeue", "--noheader", "--name=demo-user-job", "--states=PENDING", "--format=%i"])
         echo(
             f"node update: tick {tick} ({run.state.name if run.state else '?'}): {len(done)}/{len(entry.nodes)} "
-            f"updated; states {', '.join(states)}"
+            f"updated, {len(queued.split())} user jobs queued"
         )
-        if len(done) == len(entry.nodes):
-            catalog_io.retire(root, code)
+        approval = load_approval_runs(root).get(code)
+        if approval and wait_for_form(approval, timeout_s=30):
+            echo(f"node update: canary {', '.join(done)} updated; the rollout waits for your decision: open")
+            echo(f"  {ui_url(cfg.prefect_api_url, approval)}, press Resume and choose widen (a new res_limit if")
+            echo(f"  you like) or retire; or: opsflow nu decide {code} [--retire] [--res-limit N] --comment '...'")
             return True
-        time.sleep(5)
+        time.sleep(3)
+    echo(f"node update: the canary of {code} was not done after {max_ticks} ticks")
     return False
 
 

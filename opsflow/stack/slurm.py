@@ -268,6 +268,19 @@ class SlurmComponent(Component):
                 )
                 for n in node_names(self.cfg.slurm_nodes)
             ),
+            # The seed's periodic check ("via a cron job"): a node that ran no job and did not boot since a bundle
+            # was published is reported all the same. One loop for all nodes: they share this host's files.
+            ProcessSpec(
+                key="slurm-node-checks",
+                argv=[
+                    opsflow_script(),
+                    "stack",
+                    "node-checks",
+                    hostlist.collect_hostlist(node_names(self.cfg.slurm_nodes)),
+                    "--every",
+                    str(self.cfg.node_check_every_s),
+                ],
+            ),
         ]
 
     def ports(self) -> list[int]:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,33 @@ def test_check_reports_a_node_behind_the_catalog_and_one_up_to_date(nu_env: Path
     assert [(r.node, r.source) for r in reports] == [("nid001", "check")]
     node_side.write_level("nid001", U1)
     assert "nid001: nothing pending" in nu("check", "nid001")[1]
+
+
+def test_the_stacks_node_checks_loop_reports_nodes_behind_and_keeps_a_fresh_epilog_report(
+    nu_env: Path, tmp_path: Path
+) -> None:
+    from node_update.models import LevelReport
+
+    old = "20260101000000"
+    assert nu("publish", U1, "--nodes", "nid[001-004]", "--bundle", str(bundle(tmp_path)))[0] == 0
+    for node in ("nid001", "nid002", "nid004"):
+        node_side.write_level(node, old)
+    node_side.write_level("nid003", U1)  # up to date; nid005 has no local.version: level unknown, no report
+    spool.write_report(nu_env, LevelReport(node="nid002", level=old, at=1.0, source="epilog"))
+
+    def loop(rounds: int) -> str:
+        args = ["stack", "node-checks", "nid[001-005]", "--every", "30", "--rounds", str(rounds)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    out = loop(1)
+    assert [line.split()[1] for line in out.splitlines()] == ["nid001:", "nid004:"], out
+    sources = {r.node: r.source for r in spool.read_reports(nu_env)[0]}
+    assert sources == {"nid001": "check", "nid002": "epilog", "nid004": "check"}
+    os.utime(spool.report_path(nu_env, "nid002"), (time.time() - 60, time.time() - 60))  # a round ago
+    assert "nid002: behind, requested" in loop(1)
+    assert {r.node: r.source for r in spool.read_reports(nu_env)[0]}["nid002"] == "check"
 
 
 def test_hold_and_unhold_show_in_status_and_refuse_an_unknown_node(nu_env: Path) -> None:

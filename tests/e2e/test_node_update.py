@@ -1,4 +1,4 @@
-"""Node update rollouts on the real 8-node Slurm cluster of the local stack (issue cases a-h).
+"""Node update rollouts on the real 8-node Slurm cluster of the local stack (issue cases a-n).
 
 Ticks are driven by the test (the scheduled `node-update-tick` deployment is paused for the session); every tick
 is the real `run_tick`: one Slurm snapshot, the planner, one reservation change, one apply job through srun.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -140,10 +141,11 @@ def _reset(cfg: NodeUpdateConfig, cli: SlurmCLI, nodes: list[str]) -> None:
         check=False,
     )
     wait_until(lambda: all(not n.state.startswith(("alloc", "mix", "comp")) for n in cli.nodes()), timeout_s=60)
-    for sub in ("updates", "spool", "state"):
-        for path in sorted((cfg.root / sub).rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
+    # The catalog first: with no catalog the stack's periodic node checks have nothing to report, so no new
+    # report lands in the spool while it is cleared.
     catalog_io.catalog_path(cfg.root).unlink(missing_ok=True)
+    for sub in ("updates", "spool", "state"):
+        shutil.rmtree(cfg.root / sub, ignore_errors=True)
     for node in nodes:
         node_side.write_level(node, OLD_LEVEL)
         spool.write_report(cfg.root, LevelReport(node=node, level=OLD_LEVEL, at=time.time(), source="check"))
@@ -309,6 +311,25 @@ def test_e_boot_after_publish_counts_as_updated(rollout: Rollout, tmp_path: Path
     report = rollout.tick()
     assert report.plan.reserve == [] and rollout.reservation() == []
     assert (spool.load_ledger(rollout.cfg.root).nodes["nid001"].level or "") > code
+
+
+def test_n_nodes_that_ran_no_job_and_did_not_boot_are_reported_by_the_periodic_check(
+    rollout: Rollout, stack: StackConfig, tmp_path: Path
+) -> None:
+    # No report in the spool, no job on the cluster, no boot: only the stack's `node-checks` loop (the seed's
+    # cron job, every node_check_every_s) can tell the orchestrator that the nodes are behind.
+    shutil.rmtree(rollout.cfg.root / "spool", ignore_errors=True)
+    code = recent()
+    published = time.time()
+    catalog_io.publish(rollout.cfg.root, code, "nid[001-008]", bundle=rollout.bundle(tmp_path, "exit 0\n"))
+
+    def checked() -> set[str]:
+        reports, _ = spool.read_reports(rollout.cfg.root)
+        return {r.node for r in reports if r.source == "check" and r.at >= published and r.level == OLD_LEVEL}
+
+    assert wait_until(lambda: checked() == set(rollout.nodes), timeout_s=stack.node_check_every_s + 30), checked()
+    assert not rollout.cli.run(["squeue", "-h"]).strip()  # no job and no tick asked them
+    rollout.run_until(lambda: all(v == code for v in rollout.levels().values()) and not rollout.reservation())
 
 
 def test_f_two_updates_apply_in_codename_order(rollout: Rollout, tmp_path: Path) -> None:
