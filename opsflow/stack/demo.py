@@ -46,9 +46,10 @@ def node_update_rollout(cfg: StackConfig, echo: Callable[[str], None], max_ticks
 
     root = local_root(cfg.home)
     last = cfg.home / "demo" / "node-update-codename"
-    if last.exists() and catalog_io.load_catalog(root).find(last.read_text().strip()):
-        catalog_io.retire(root, last.read_text().strip())
-        echo(f"node update: retired the previous demo's update {last.read_text().strip()}")
+    previous = last.read_text().strip() if last.exists() else ""
+    if previous and catalog_io.load_catalog(root).find(previous):
+        catalog_io.retire(root, previous)
+        echo(f"node update: retired the previous demo's update {previous}")
     cli = SlurmCLI(conf=cfg.slurm_conf)
     jobs = cfg.slurm_nodes + 4
     for _ in range(jobs):  # exclusive one-node jobs: a freed node goes to the next one at once
