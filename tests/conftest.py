@@ -55,3 +55,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return len(FOLDER_ORDER)
 
     items.sort(key=rank)  # stable: the order inside a folder is kept
+
+
+#: Seconds per test module (setup, call and teardown of its tests, the fixtures they start included).
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the session's time went, per folder and for the slowest modules: the last lines CI keeps."""
+    if not _MODULE_SECONDS:
+        return
+    folders: dict[str, float] = {}
+    for module, seconds in _MODULE_SECONDS.items():
+        folder = next((f for f in FOLDER_ORDER if f"/{f}/" in f"/{module}"), "other")
+        folders[folder] = folders.get(folder, 0.0) + seconds
+    terminalreporter.section("time per folder and module")
+    terminalreporter.line("  ".join(f"{f} {s:.0f}s" for f, s in folders.items()))
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1])[:20]
+    terminalreporter.line("; ".join(f"{m.removeprefix('tests/')} {s:.0f}s" for m, s in slowest))
