@@ -226,8 +226,7 @@ def read_new_reports(root: Path, since_ns: int) -> tuple[list[LevelReport], list
             mtime = entry.stat().st_mtime_ns
             if mtime < since_ns:
                 continue
-            with open(entry.path, "rb") as fh:  # not Path(): its construction costs more than the read
-                report = LevelReport.model_validate_json(fh.read())
+            report = LevelReport.model_validate_json(_read_small(entry.path))
         except FileNotFoundError:
             continue  # replaced meanwhile
         except (OSError, ValidationError) as exc:
@@ -240,6 +239,19 @@ def read_new_reports(root: Path, since_ns: int) -> tuple[list[LevelReport], list
         reports.append(report)
     reports.sort(key=lambda r: r.node)
     return reports, problems, newest
+
+
+def _read_small(path: str) -> bytes:
+    """A small file's bytes. os.open/os.read, not open() or Path: for 10,000 reports a tick, building a
+    buffered file object (or a Path) costs more than the read itself (about 2x the whole read here)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def consume_reports(root: Path, reports: list[LevelReport]) -> None:
