@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,15 +47,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
 FOLDER_ORDER = ("unit", "cli", "integration", "e2e")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        parts = item.path.parts
-        for index, folder in enumerate(FOLDER_ORDER):
-            if folder in parts:
-                return index
-        return len(FOLDER_ORDER)
+def folder_of(parts: tuple[str, ...]) -> str:
+    """The folder of FOLDER_ORDER a test file lies in (by its path's parts), "other" outside them."""
+    return next((folder for folder in FOLDER_ORDER if folder in parts), "other")
 
-    items.sort(key=rank)  # stable: the order inside a folder is kept
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    ranks = {folder: index for index, folder in enumerate(FOLDER_ORDER)}
+    # Stable: the order inside a folder is kept.
+    items.sort(key=lambda item: ranks.get(folder_of(item.path.parts), len(FOLDER_ORDER)))
 
 
 #: Seconds per test module (setup, call and teardown of its tests, the fixtures they start included).
@@ -73,7 +74,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     folders: dict[str, float] = {}
     for module, seconds in _MODULE_SECONDS.items():
-        folder = next((f for f in FOLDER_ORDER if f"/{f}/" in f"/{module}"), "other")
+        folder = folder_of(Path(module).parts)
         folders[folder] = folders.get(folder, 0.0) + seconds
     terminalreporter.section("time per folder and module")
     terminalreporter.line("  ".join(f"{f} {s:.0f}s" for f, s in folders.items()))
