@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +117,7 @@ def _expand(text: str, where: str) -> list[str]:
         raise ValueError(f"{where}: unparsable hostlist {text!r}: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=1024)  # a cluster shows a handful of distinct strings; 10,000 lines a tick
 def node_state(full: str) -> tuple[str, bool]:
     """(state for the planner, a job runs) from sinfo's StateComplete (``base+flag+flag``).
 

@@ -22,6 +22,7 @@ from node_update.models import (
     SlurmNodeView,
 )
 from node_update.planner import plan_tick, usable
+from node_update.tick import rollout_progress
 
 BOOT = "20260101000000"
 U1 = "20260201000000"
@@ -304,11 +305,32 @@ def test_invariants_hold_for_any_snapshot(
     case: tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], NodeUpdateConfig],
 ) -> None:
     snap, cat, led, results, cfg = case
+    given_ledger = led.model_copy(deep=True)
     plan = plan_tick(snap, cat, led, [], results, cfg)
     check_invariants(snap, cat, plan, cfg)
+    assert led == given_ledger, "the planner changed the ledger it was given (it must stay pure)"
+    assert set(plan.ledger.nodes) >= {n.name for n in snap.nodes}, "a node the tick saw has no record"
     # Level-triggered: planning again from the same observation and the resulting ledger changes nothing more.
     again = plan_tick(snap, cat, plan.ledger, [], results, cfg)
     assert again.reservation == plan.reservation and again.start == plan.start
+
+
+@settings(max_examples=200, deadline=None)
+@given(situations(), st.sets(st.sampled_from(NODES)))
+def test_rollout_progress_counts_what_pending_for_says(
+    case: tuple[ClusterSnapshot, Catalog, Ledger, list[ApplyResult], NodeUpdateConfig], skipping: set[str]
+) -> None:
+    _, cat, led, _, _ = case
+    for n in skipping:  # some nodes were released from an update by an operator
+        led.nodes[n].skipped = [e.codename for e in cat.entries[:1]]
+    covered = {n for e in cat.entries for n in e.nodes}
+    updated = [
+        n
+        for n in covered
+        if led.nodes[n].level is not None and not cat.pending_for(n, led.nodes[n].level, led.nodes[n].skipped)
+    ]
+    failed = [n for n in covered if n not in updated and led.nodes[n].state == NodeState.FAIL]
+    assert rollout_progress(Plan(reservation=None, ledger=led), cat) == (len(updated), len(failed), len(covered))
 
 
 # --- operator holds and manual edits of the reservation ----------------------------------------------------
