@@ -123,33 +123,23 @@ class LedgerEdit:
             rec = self.edit(name)
             rec.state, rec.reason = state, reason
 
-    def reason(self, name: str, reason: str) -> None:
-        """Set ``name``'s reason, its state kept."""
-        self.mark(name, self.get(name).state, reason)
-
 
 #: What :meth:`LedgerEdit.get` returns for a node without a record (read only: never stored, never changed).
 _BLANK = NodeRecord()
 
 
-def record_messages(
-    ledger: Ledger, reports: list[LevelReport], results: list[ApplyResult]
-) -> tuple[Ledger, dict[str, str]]:
-    """Fold the nodes' spool messages into a copy of the ledger; returns it and the new failures (node → reason).
+def record_messages(edit: LedgerEdit, reports: list[LevelReport], results: list[ApplyResult]) -> dict[str, str]:
+    """Fold the nodes' spool messages into the tick's records; returns the new failures (node → reason).
 
-    Idempotent: recording the same messages twice gives the same ledger (levels only go up).
+    Idempotent: recording the same messages twice gives the same records (levels only go up).
 
     >>> led = Ledger(nodes={"n1": NodeRecord(level="20260101000000")})
-    >>> new, _ = record_messages(led, [LevelReport(node="n1", level="20260102000000", at=1.0)], [])
-    >>> new.nodes["n1"].level, led.nodes["n1"].level
+    >>> edit = LedgerEdit(led)
+    >>> record_messages(edit, [LevelReport(node="n1", level="20260102000000", at=1.0)], [])
+    {}
+    >>> edit.nodes["n1"].level, led.nodes["n1"].level
     ('20260102000000', '20260101000000')
     """
-    edit = LedgerEdit(ledger)
-    new_failures = _record(edit, reports, results)
-    return ledger.model_copy(update={"nodes": edit.nodes}), new_failures
-
-
-def _record(edit: LedgerEdit, reports: list[LevelReport], results: list[ApplyResult]) -> dict[str, str]:
     new_failures: dict[str, str] = {}
     for report in sorted(reports, key=lambda r: r.at):
         rec = edit.get(report.node)
@@ -158,7 +148,7 @@ def _record(edit: LedgerEdit, reports: list[LevelReport], results: list[ApplyRes
         # same report read again must not undo an operator's release. A FAIL node stays FAIL: a reboot does
         # not say why its update failed, only an operator does (`opsflow nu resolve`).
         rebooted = report.source == "boot" and (rec.level is None or report.level > rec.level)
-        if level != rec.level or report.node not in edit.nodes or (rebooted and rec.skipped):
+        if level != rec.level or (rebooted and rec.skipped):
             rec = edit.edit(report.node)
             rec.level = level
             if rebooted:
@@ -219,7 +209,7 @@ def plan_tick(
     that only an edit from outside is reported as one.
     """
     edit = LedgerEdit(ledger)
-    new_failures = _record(edit, reports, results)
+    new_failures = record_messages(edit, reports, results)
     # The ledger as this tick leaves it: it shares edit.nodes, so every change below shows in it.
     led = ledger.model_copy(update={"nodes": edit.nodes})
     manual_edit = _manual_edit(snapshot.reservation, [ledger.last_reservation, intended])
@@ -320,7 +310,7 @@ def plan_tick(
             break
         why_not = _take_canary_slot(canary_room, nxt, awaiting)
         if why_not:
-            edit.reason(name, why_not)
+            edit.mark(name, NodeState.IDLE, why_not)  # it was marked IDLE above
         else:
             reserve.append(name)
             free -= 1

@@ -246,8 +246,8 @@ def read_new_reports(root: Path, since_ns: int) -> tuple[list[LevelReport], list
     return reports, problems, newest
 
 
-def _read_small(path: str, size: int = -1) -> bytes:
-    """A small file's bytes, ``size`` its length as a stat saw it (-1: unknown).
+def _read_small(path: str, size: int) -> bytes:
+    """A small file's bytes, ``size`` its length as a stat saw it.
 
     os.open/os.read, not open() or Path: for 10,000 reports a tick, building a buffered file object (or a Path)
     costs more than the read itself. One read of ``size + 1`` bytes that returns exactly ``size`` is the whole
@@ -256,12 +256,12 @@ def _read_small(path: str, size: int = -1) -> bytes:
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "r.json"; _ = path.write_bytes(b"x" * 70000)
-    >>> len(_read_small(str(path), 70000)), len(_read_small(str(path), 3)), len(_read_small(str(path)))
-    (70000, 70000, 70000)
+    >>> len(_read_small(str(path), 70000)), len(_read_small(str(path), 3))
+    (70000, 70000)
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunk = os.read(fd, size + 1 if size >= 0 else 65536)
+        chunk = os.read(fd, size + 1)
         if len(chunk) == size:
             return chunk
         chunks = [chunk]
