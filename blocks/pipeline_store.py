@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from blocks._docs import readme_section
 from stage_pipeline.library import PipelineLibrary
@@ -45,6 +45,15 @@ class PipelineStore(Block):
     docker_block: str | None = Field(
         default="local",
         description="DockerEngine block for stages with an image (None: the DOCKER_HOST of the worker).",
+    )
+    file_service_url: str | None = Field(
+        default=None,
+        description="The file service over this root (uploads, downloads; the links in approval forms).",
+        examples=["https://files.example.org"],
+    )
+    file_service_auth: SecretStr | None = Field(
+        default=None,
+        description="The service's 'user:password' (HTTP Basic); links in forms are signed with a key derived from it.",
     )
 
     @property

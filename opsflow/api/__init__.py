@@ -33,6 +33,7 @@ from opsflow.errors import AdapterError, NotFoundError
 
 if TYPE_CHECKING:
     from opsflow.api.ci import CiAPI
+    from opsflow.api.files import FilesAPI
     from opsflow.api.node_update import NodeUpdateAPI
     from opsflow.api.pipelines import PipelinesAPI
     from opsflow.api.scaler import ScalerAPI
@@ -139,6 +140,13 @@ class Site:
         from opsflow.api.pipelines import PipelinesAPI
 
         return PipelinesAPI(self)
+
+    @cached_property
+    def files(self) -> FilesAPI:
+        """The pipelines' file service: resumable uploads (tus), ranged downloads, listings."""
+        from opsflow.api.files import FilesAPI
+
+        return FilesAPI.of(self)
 
     @cached_property
     def ci(self) -> CiAPI:

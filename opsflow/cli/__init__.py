@@ -28,6 +28,7 @@ from rich.table import Table
 
 from opsflow.cli._utilities import console, exit_with_error, group
 from opsflow.cli.ci import app as ci_app
+from opsflow.cli.files import app as files_app
 from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
@@ -44,6 +45,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(project_app, name="project")
 app.add_typer(ci_app, name="ci")
 app.add_typer(trials_app, name="trials")
+app.add_typer(files_app, name="files")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")]
 

@@ -12,6 +12,7 @@ from blocks.spark import SparkCluster
 from node_update.config import local_root
 from opsflow.adapters.spark import JOB_JVM_FLAGS
 from opsflow.stack.config import StackConfig
+from opsflow.stack.env import api_auth_string
 
 LOCAL = "local"
 
@@ -26,7 +27,11 @@ def local_blocks(
         PrometheusServer(url=cfg.prometheus_url),
         DockerEngine(base_url=cfg.docker_host),
         NodeUpdateSettings(root=str(local_root(cfg.home))),
-        PipelineStore(root=str(cfg.home / "pipelines")),
+        PipelineStore(
+            root=str(cfg.home / "pipelines"),
+            file_service_url=cfg.files_url,
+            file_service_auth=api_auth_string(cfg),
+        ),
     ]
 
 

@@ -42,6 +42,7 @@ class StackConfig(BaseModel):
     process_exporter_port: int = Field(9256, description="prometheus-process-exporter")
     webhook_port: int = Field(8765, description="GitLab webhook receiver of CI training")
     gitlab_port: int = Field(8929, description="The stand-in GitLab API (commit statuses) of the local stack")
+    files_port: int = Field(8766, description="The pipelines' file service (uploads, downloads, listings)")
 
     def shifted(self, offset: int) -> StackConfig:
         """The same stack with every port moved by ``offset`` (to run two stacks side by side)."""
@@ -106,6 +107,10 @@ class StackConfig(BaseModel):
     def webhook_url(self) -> str:
         """What to paste into GitLab's webhook settings (Settings → Webhooks → URL)."""
         return f"http://127.0.0.1:{self.webhook_port}/hooks/gitlab"
+
+    @property
+    def files_url(self) -> str:
+        return f"http://127.0.0.1:{self.files_port}"
 
     @property
     def gitlab_url(self) -> str:

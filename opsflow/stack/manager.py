@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "worker-gpu": "opsflow.stack.prefect:GpuWorkerComponent",
     "gitlab": "opsflow.stack.ci:GitLabStandInComponent",
     "webhook": "opsflow.stack.ci:WebhookComponent",
+    "files": "opsflow.stack.files:FileServiceComponent",
 }
 ALIASES = {"workers": ("worker-cpu", "worker-gpu")}
 

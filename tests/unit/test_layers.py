@@ -39,6 +39,7 @@ PURE_CORES = (
     "stage_pipeline.models",
     "stage_pipeline.logscan",
     "stage_pipeline.steps",
+    "stage_pipeline.file_rules",
     "ci_training.models",
     "ci_training.rules",
     "ci_training.submit",
