@@ -13,6 +13,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._docs import readme_section
+from stage_pipeline.file_links import workspace_links
 from stage_pipeline.library import PipelineLibrary
 from stage_pipeline.store import ProjectStore
 
@@ -65,6 +66,13 @@ class PipelineStore(Block):
     def resources_dir(self) -> Path:
         """The read-only resource pool mounted into every stage."""
         return Path(self.root) / "resources"
+
+    def file_links(self, workspace: Path, title: str) -> str:
+        """Markdown links to a workspace's viewable files through the file service ("" without a service)."""
+        if not self.file_service_url or self.file_service_auth is None:
+            return ""
+        auth = self.file_service_auth.get_secret_value()
+        return workspace_links(self.file_service_url, auth, Path(self.root), workspace, title)
 
     def library(self) -> PipelineLibrary:
         """The pipeline definitions under :attr:`pipelines_dir`."""

@@ -87,7 +87,29 @@ def _claim(store: ProjectStore, project: str, me: str, start: str | None) -> Pro
     return store.take_over(project, me, start)
 
 
-def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int, me: str, retry: int = 0) -> Step:
+def _files_to_look_at(settings: PipelineStore, store: ProjectStore, p: Project, stage: str, when: When) -> str:
+    """Links to the files the decision is about: the stage's output (after), or its input (before)."""
+    if when == "after":
+        attempts = p.attempts_of(stage)
+        chosen = attempts[-1] if attempts else None
+    else:
+        chosen = p.input_attempt(stage)
+    if chosen is None:
+        return ""
+    title = f"files of {chosen.stage} attempt {chosen.attempt}"
+    return settings.file_links(store.workspace(p.name, chosen), title)
+
+
+def _ask(
+    settings: PipelineStore,
+    store: ProjectStore,
+    project: str,
+    stage: str,
+    when: When,
+    attempt: int,
+    me: str,
+    retry: int = 0,
+) -> Step:
     """Suspend for a decision (or, on re-entry, read the answer given); returns where it leads."""
     logger = get_run_logger()
     p = store.get(project)
@@ -97,7 +119,9 @@ def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int
             key=key, stage=stage, when=when, attempt=attempt, retry=retry, run_id=me, asked=p.updated
         )
         store.ask(project, pending)
-    form = decision_form(p.definition, stage, when, p.definition.stage(stage).approval.description)
+    description = p.definition.stage(stage).approval.description
+    links = _files_to_look_at(settings, store, p, stage, when)
+    form = decision_form(p.definition, stage, when, f"{description}\n\n{links}".strip())
     answer = cast(Decision, suspend_flow_run(wait_for_input=form, key=key))  # exits the process until answered
     decision = Decision.model_validate(answer.model_dump(include=set(Decision.model_fields)))
     step = next_step(p.definition, stage, when, decision)
@@ -105,7 +129,7 @@ def _ask(store: ProjectStore, project: str, stage: str, when: When, attempt: int
     logger.info("%s: decision %s %s: %s %s", project, when, stage, decision.action, decision.model_dump())
     if step.problem:
         logger.warning("%s: refused answer (%s); asking again", project, step.problem)
-        return _ask(store, project, stage, when, attempt, me, retry + 1)
+        return _ask(settings, store, project, stage, when, attempt, me, retry + 1)
     return step.model_copy(update={"approved": when == "before" and step.stage == stage})
 
 
@@ -119,12 +143,13 @@ def pipeline_run(
 ) -> str:
     """Run ``project`` from ``start_stage`` (default: where it stopped); with ``pause_after``, pause after it."""
     logger = get_run_logger()
-    store = load_block(PipelineStore, store_block).projects()
+    settings = load_block(PipelineStore, store_block)
+    store = settings.projects()
     me = str(flow_run.id)
     p = store.get(project)
     if p.waiting is not None and p.waiting.run_id == me:
         w = p.waiting
-        step = _ask(store, project, w.stage, w.when, w.attempt, me, w.retry)
+        step = _ask(settings, store, project, w.stage, w.when, w.attempt, me, w.retry)
     else:
         p = _claim(store, project, me, start_stage)
         step = Step(stage=start_stage or first_stage(p), env=env or {})
@@ -140,7 +165,7 @@ def pipeline_run(
             return _pause(store, project, f"paused on request before {stage}", before=stage)
         spec = p.definition.stage(stage)
         if spec.approval.mode == "before" and not step.approved:
-            step = _ask(store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
+            step = _ask(settings, store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
             continue
         if not online_workers(spec.pool):
             return _pause(store, project, no_fitting_node(spec), before=stage)
@@ -161,7 +186,7 @@ def pipeline_run(
         if problem is not None:
             return _pause(store, project, problem)
         if spec.approval.mode == "after":
-            step = _ask(store, project, stage, "after", p.attempts_of(stage)[-1].attempt, me)
+            step = _ask(settings, store, project, stage, "after", p.attempts_of(stage)[-1].attempt, me)
         else:
             step = Step(stage=p.definition.next_stage(stage))
         if pause_after and stage == start_stage:

@@ -53,7 +53,9 @@ def stage_run(project: str, stage: str, env: dict[str, str] | None = None, store
     workspace = prepare_workspace(
         store.project_dir(project), stage, attempt.attempt, store.workspace(project, source) if source else None
     )
-    job = stage_job(project, spec, attempt, workspace, resource_pool(Path(store_cfg.root)))
+    inputs = store.project_dir(project) / "input"  # what `opsflow files upload ... projects/<p>/input/` brought
+    pool = resource_pool(Path(store_cfg.root))
+    job = stage_job(project, spec, attempt, workspace, pool, inputs if inputs.is_dir() else None)
     logger.info(
         "%s: attempt %d of %s in %s (from %s)", project, attempt.attempt, stage, workspace,
         f"{source.stage} attempt {source.attempt}" if source else "an empty workspace",
@@ -78,7 +80,8 @@ def stage_run(project: str, stage: str, env: dict[str, str] | None = None, store
         update_progress_artifact(progress_id, 100.0)
     if watch.scanner.errors:
         logger.warning("%s: %s:\n%s", stage, watch.scanner.summary(), "\n".join(watch.scanner.errors))
-    create_markdown_artifact(watch.summary(outcome, result.exit_code), description=title)
+    links = store_cfg.file_links(workspace, f"files of {stage} attempt {attempt.attempt}")
+    create_markdown_artifact(f"{watch.summary(outcome, result.exit_code)}\n\n{links}".strip(), description=title)
     if outcome != AttemptOutcome.SUCCEEDED:
         why = result.error or f"exit code {result.exit_code}"
         raise StageFailed(f"{stage} attempt {attempt.attempt} of {project}: {outcome.value} ({why})")

@@ -60,8 +60,16 @@ def outcome_of(result: RunOutcome) -> AttemptOutcome:
     return AttemptOutcome.SUCCEEDED if result.succeeded else AttemptOutcome.FAILED
 
 
-def stage_job(project: str, spec: StageDefinition, attempt: StageAttempt, workspace: Path, resources: Path) -> StageJob:
-    """The runner's job for one attempt: the stage's command (or image) with the attempt's env, in its workspace."""
+def stage_job(
+    project: str,
+    spec: StageDefinition,
+    attempt: StageAttempt,
+    workspace: Path,
+    resources: Path,
+    inputs: Path | None = None,
+) -> StageJob:
+    """The runner's job for one attempt: the stage's command (or image) with the attempt's env, in its workspace;
+    ``inputs``: the project's uploaded input area, when it has one."""
     return StageJob(
         name=f"{project}.{spec.name}.{attempt.attempt}",
         argv=spec.command or [],
@@ -69,6 +77,7 @@ def stage_job(project: str, spec: StageDefinition, attempt: StageAttempt, worksp
         env=attempt.env,
         workdir=workspace,
         resources=resources,
+        inputs=inputs,
         timeout_s=spec.timeout,
         gpus=spec.resources.gpus,
     )

@@ -27,6 +27,7 @@ from stage_pipeline.runners import (
     _now,
     _Output,
     _pump,
+    area_env,
 )
 
 
@@ -54,10 +55,16 @@ def container_kwargs(job: StageJob, network_mode: str = "host") -> dict[str, Any
     volumes = {str(job.workdir): {"bind": "/workspace", "mode": "rw"}}
     if job.resources is not None:
         volumes[str(job.resources)] = {"bind": "/resources", "mode": "ro"}
+    if job.inputs is not None:
+        volumes[str(job.inputs)] = {"bind": "/input", "mode": "ro"}
     kwargs: dict[str, Any] = {
         "image": job.image,
         "command": list(job.argv) or None,  # None: the image's own CMD
-        "environment": {**STREAMING_ENV, **job.env},
+        "environment": {
+            **STREAMING_ENV,
+            **area_env(job.resources and "/resources", job.inputs and "/input"),
+            **job.env,
+        },
         "working_dir": "/workspace",
         "volumes": volumes,
         "cap_drop": ["ALL"],

@@ -12,8 +12,9 @@ same next to its shared filesystem). Routes, all behind the token except ``/heal
 
 Authentication: HTTP Basic with the stack's ``user:password`` (the Prefect API's auth string, so the browser's
 login prompt works), or ``Authorization: Bearer <password>``; or, for GET of one file, a link signed with a key
-derived from the same secret (``?exp=&sig=``, :func:`signed_link`), which the approval forms embed. Paths are
-checked by :mod:`stage_pipeline.file_rules`, symlinks resolved here: nothing outside the root is ever served.
+derived from the same secret (``?exp=&sig=``, :func:`stage_pipeline.file_links.signed_link`), which the approval
+forms embed. Paths are checked by :mod:`stage_pipeline.file_rules`, symlinks resolved here: nothing outside the
+root is ever served.
 
 Example:
     >>> import tempfile
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +54,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsflow.errors import InputError, NotFoundError, OpsflowError
 from opsflow.home import default_home
+from stage_pipeline.file_links import password_of
 from stage_pipeline.file_rules import (
     CHECKSUM_MISMATCH,
     TUS_CHECKSUMS,
@@ -62,7 +64,6 @@ from stage_pipeline.file_rules import (
     UnsafePath,
     check_path,
     link_key,
-    link_signature,
     link_valid,
     parse_checksum,
     parse_metadata,
@@ -81,30 +82,14 @@ log = logging.getLogger("opsflow.files")
 WRITE_BLOCK = 4 << 20
 #: Bytes per read when sending a file or an archive.
 READ_BLOCK = 1 << 20
-#: How long the links of :func:`signed_link` stay valid by default (an approval can wait for days).
-LINK_LIFETIME_S = 14 * 24 * 3600
 
 
 class _BigChunks(FileResponse):
     chunk_size = READ_BLOCK
 
 
-def signed_link(base_url: str, token: str, path: str, expires: int | None = None, now: float | None = None) -> str:
-    """A URL that grants GET of ``path`` until ``expires`` (default: :data:`LINK_LIFETIME_S` from now).
-
-    ``token`` is the service's secret: the password of the auth string (``user:password``) or the whole string.
-
-    >>> signed_link("http://files:8766", "pw", "projects/p/stages/a/1/counts.png", expires=1000)
-    'http://files:8766/files/projects/p/stages/a/1/counts.png?exp=1000&sig=...'
-    """
-    check_path(path)
-    exp = expires if expires is not None else int((now if now is not None else time.time()) + LINK_LIFETIME_S)
-    sig = link_signature(link_key(_password(token)), path, exp)
-    return f"{base_url.rstrip('/')}/files/{quote(path)}?{urlencode({'exp': exp, 'sig': sig})}"
-
-
 def _password(auth: str) -> str:
-    return auth.partition(":")[2] if ":" in auth else auth
+    return password_of(auth)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -255,6 +240,8 @@ def build_app(root: Path, auth: str, max_size: int = 1 << 40) -> ASGIApp:
         async def endpoint(request: Request) -> Response:
             path = request.path_params.get("path", "")
             if not service.allowed(request, path if link_ok else None):
+                if "sig" in request.query_params:  # a link: nothing to log in to, say what is wrong with it
+                    return _error(401, "this link is expired or not valid for this path")
                 return _error(401, "a token is needed", **{"WWW-Authenticate": 'Basic realm="opsflow files"'})
             try:
                 result: Response = await handler(request, path)

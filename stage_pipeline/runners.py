@@ -49,6 +49,17 @@ STREAMING_ENV = {"PYTHONUNBUFFERED": "1"}
 _TERMINATOR = re.compile(rb"\r\n|\r|\n")
 
 
+def area_env(resources: Path | str | None, inputs: Path | str | None) -> dict[str, str]:
+    """Where a stage finds the read-only areas: ``OPSFLOW_RESOURCES`` (the pool) and ``OPSFLOW_INPUT`` (its
+    project's uploaded input), as paths on the node or in the container.
+
+    >>> area_env("/resources", None)
+    {'OPSFLOW_RESOURCES': '/resources'}
+    """
+    found = {"OPSFLOW_RESOURCES": resources, "OPSFLOW_INPUT": inputs}
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
 class StageJob(BaseModel):
     """One stage attempt to run: ``argv`` on this node, or ``argv`` in a container of ``image``."""
 
@@ -58,6 +69,7 @@ class StageJob(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Variables added to the stage's environment")
     workdir: Path = Field(description="The attempt's workspace: cwd of a process, /workspace in a container")
     resources: Path | None = Field(None, description="Read-only resource pool, /resources in a container")
+    inputs: Path | None = Field(None, description="The project's read-only input area, /input in a container")
     timeout_s: float | None = Field(None, gt=0, description="Killed after this many seconds; None: no limit")
     gpus: int = Field(0, ge=0, description="Number of GPUs to request (containers)")
     gpu_ids: list[str] = Field(default_factory=list, description="Specific GPU indexes or UUIDs (containers)")
@@ -218,7 +230,7 @@ class ShellRunner:
         if job.image is not None:
             raise ValueError(f"stage {job.name}: ShellRunner cannot run image {job.image} (use DockerRunner)")
         started = _now()
-        env = {**STREAMING_ENV, **os.environ, **job.env}
+        env = {**STREAMING_ENV, **os.environ, **area_env(job.resources, job.inputs), **job.env}
         try:
             proc = subprocess.Popen(
                 [*self.prefix, *job.argv], cwd=job.workdir, env=env, stdin=subprocess.DEVNULL,

@@ -359,10 +359,9 @@ def _seal_file(path: Path) -> None:
 def _writable_parents(root: Path, directory: Path) -> Iterator[None]:
     """``mkdir -p directory``; the directory written into gets ``u+w`` meanwhile and its mode back after.
 
-    The resource pool is sealed (0555): as its owner the service lifts the seal for the one directory it links
-    into, and seals the directories it creates there (owned by 65534 when it runs as root, as :func:`seal` does).
+    Upload areas are sealed (0555) like the resource pool: the service lifts the seal for the directory it links
+    into and seals the directories it creates (owned by 65534 when it runs as root, as :func:`seal` does).
     """
-    in_pool = directory.is_relative_to(root / "resources")
     restore: list[tuple[Path, int]] = []
     chain = []
     d = directory
@@ -373,10 +372,10 @@ def _writable_parents(root: Path, directory: Path) -> Iterator[None]:
         for current in [d, *reversed(chain)]:
             if current is not d:
                 current.mkdir()
-                if in_pool:
-                    restore.append((current, 0o555))
-                    if os.geteuid() == 0:
-                        os.chown(current, SEALED_UID, SEALED_GID)
+                # Sealed like the pool: a stage (uid 0 without capabilities) can add nothing to an input area.
+                restore.append((current, 0o555))
+                if os.geteuid() == 0:
+                    os.chown(current, SEALED_UID, SEALED_GID)
             mode = stat.S_IMODE(current.stat().st_mode)
             if not mode & stat.S_IWUSR:
                 current.chmod(mode | stat.S_IWUSR)

@@ -20,7 +20,7 @@ from opsflow.stack.env import api_auth_string
 from stage_pipeline.models import AttemptOutcome, Project, ProjectStatus
 from stage_pipeline.prefect_api import flow_run_state, start_pipeline_run
 from tests.e2e.pipeline_support import define, new_project, status_is, wait_for
-from tests.e2e.ui_support import log_in, resume_in_ui
+from tests.e2e.ui_support import form_links, image_loads, log_in, resume_in_ui
 from tests.support import wait_until
 
 pytestmark = pytest.mark.stack
@@ -29,11 +29,14 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "approval-form.
 #: Each decision starts the run's process again, then a stage's: ~40 s each here while other stacks run.
 FLOW_WAIT_S = 300
 
-STAGES = """\
+#: A 1x1 PNG: the first stage's "chart", which the form links to through the file service.
+DOT_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+STAGES = f"""\
 - name: first
-  command: [sh, -c, 'echo "made by first: $GREETING" > data.txt']
-  env: {GREETING: hello}
-  approval: {mode: after, description: Check data.txt}
+  command: [sh, -c, 'echo "made by first: $GREETING" > data.txt && printf %s {DOT_PNG} | base64 -d > dot.png']
+  env: {{GREETING: hello}}
+  approval: {{mode: after, description: Check data.txt and dot.png}}
 - name: second
   command: [sh, -c, 'cat data.txt']
 """
@@ -59,6 +62,12 @@ def test_redo_then_continue_answered_in_the_prefect_ui(
     shot = tmp_path / "approval-form.png"
     try:
         log_in(browser, base, api_auth_string(stack), f"/runs/flow-run/{run_id}")
+        # The form links to the attempt's files through the file service; the image opens without a password.
+        links = form_links(browser, url)
+        assert links.get("dot.png", "").startswith(f"{stack.files_url}/files/projects/uiapprove1/"), links
+        assert "data.txt" in links, links
+        assert image_loads(browser, links["dot.png"]) == (1, 1)
+        assert image_loads(browser, links["dot.png"].replace("sig=", "sig=0")) == (0, 0)  # a forged link: 401
         redo = {"Action": "redo", "Env": '{"GREETING": "from-ui"}', "Comment": "redo from the UI"}
         resume_in_ui(browser, url, redo, shot=shot)
         p = wait_for(

@@ -115,3 +115,27 @@ def submit_resume_form(
     driver.find_element(By.XPATH, SUBMIT).click()
     toast = wait.until(ec.visibility_of_any_elements_located((By.XPATH, f"{RESUMED_TOAST} | {FAILED_TOAST}")))
     return "Flow run resumed" in toast[0].text
+
+
+def form_links(driver: webdriver.Chrome, url: str, wait_label: str = "Comment") -> dict[str, str]:
+    """Open the run's Resume form and return its description's links (text → href) and inline images (alt → src)."""
+    driver.get(url)
+    wait = WebDriverWait(driver, UI_WAIT_S)
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Resume']"))).click()
+    wait.until(
+        ec.visibility_of_element_located((By.XPATH, f"{FIELD_LABEL}[starts-with(normalize-space(), '{wait_label}')]"))
+    )
+    card = driver.find_element(By.CSS_SELECTOR, ".p-modal__card")
+    found = {a.text.strip(): a.get_attribute("href") or "" for a in card.find_elements(By.TAG_NAME, "a") if a.text}
+    for img in card.find_elements(By.TAG_NAME, "img"):
+        found[f"img:{img.get_attribute('alt')}"] = img.get_attribute("src") or ""
+    return found
+
+
+def image_loads(driver: webdriver.Chrome, url: str) -> tuple[int, int]:
+    """Open ``url`` as the browser's page and return the image's natural size ((0, 0): it did not load)."""
+    driver.get(url)
+    size = driver.execute_script(
+        "const i = document.images[0]; return i && i.complete ? [i.naturalWidth, i.naturalHeight] : [0, 0];"
+    )
+    return int(size[0]), int(size[1])

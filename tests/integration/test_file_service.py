@@ -31,8 +31,8 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import api_auth_string, child_env
 from opsflow.stack.files import FileServiceComponent
 from opsflow.stack.process import running_process
+from stage_pipeline.file_links import signed_link
 from stage_pipeline.file_rules import CHECKSUM_MISMATCH, encode_metadata
-from stage_pipeline.file_service import signed_link
 from stage_pipeline.uploads import UPLOADS
 from tests.support import unavailable, wait_until
 

@@ -81,10 +81,18 @@ def test_container_kwargs_mounts_env_labels_and_no_capabilities() -> None:
         "/pool": {"bind": "/resources", "mode": "ro"},
     }
     assert kw["cap_drop"] == ["ALL"]
+    assert kw["environment"]["OPSFLOW_RESOURCES"] == "/resources" and "OPSFLOW_INPUT" not in kw["environment"]
     assert kw["labels"] == {"opsflow.project": "p1", STAGE_LABEL: "detect"}
     assert kw["network_mode"] == "none"
     assert "device_requests" not in kw
     assert "detach" not in kw  # create() + start(): containers.run would try to pull a missing image
+
+
+def test_container_kwargs_mount_the_project_input_read_only() -> None:
+    job = StageJob(image="busybox", argv=["true"], workdir=Path("/w"), resources=Path("/pool"), inputs=Path("/p/in"))
+    kw = container_kwargs(job)
+    assert kw["volumes"]["/p/in"] == {"bind": "/input", "mode": "ro"}
+    assert kw["environment"]["OPSFLOW_INPUT"] == "/input"
 
 
 def test_container_kwargs_gpu_requests() -> None:
@@ -119,6 +127,15 @@ def test_env_is_added_to_the_inherited_environment(tmp_path: Path, monkeypatch: 
     outcome, lines = run(job)
     assert outcome.succeeded
     assert lines == ["from-job from-parent"]
+
+
+def test_a_shell_stage_is_told_where_the_read_only_areas_are(tmp_path: Path) -> None:
+    job = StageJob(
+        argv=["sh", "-c", 'echo "$OPSFLOW_RESOURCES $OPSFLOW_INPUT"'], workdir=tmp_path,
+        resources=Path("/store/resources"), inputs=Path("/store/projects/p/input"),
+    )  # fmt: skip
+    outcome, lines = run(job)
+    assert outcome.succeeded and lines == ["/store/resources /store/projects/p/input"]
 
 
 def test_python_stage_output_streams_line_by_line(tmp_path: Path) -> None:
