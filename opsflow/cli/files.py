@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -37,7 +38,7 @@ def _api() -> FilesAPI:
 def _bar(what: str) -> Iterator[object]:
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(what, total=None)
 
         def update(done: int, total: int) -> None:
@@ -75,8 +76,14 @@ def list_files(path: Annotated[str, typer.Argument(help="A directory or file of 
     if not entries:
         console.print(f"{path or '/'}: no files")
         return
-    table = Table("path", "size", "mtime", "sha256", "read-only")
-    for e in entries:
-        when = e.mtime.isoformat(timespec="seconds")
-        table.add_row(e.path, str(e.size), when, e.sha256 or "", "yes" if e.read_only else "")
-    console.print(table)
+    header = ("path", "size", "mtime", "sha256", "read-only")
+    rows = [
+        (e.path, str(e.size), e.mtime.isoformat(timespec="seconds"), e.sha256 or "", "yes" if e.read_only else "")
+        for e in entries
+    ]
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    # As wide as its cells: a hash or a path cut short is of no use (a pipe or a narrow terminal wraps it).
+    needed = sum(max(len(r[i]) for r in [header, *rows]) + 3 for i in range(len(header))) + 1
+    Console(width=max(console.width, needed)).print(table)
