@@ -4,8 +4,9 @@ Seed 002, req. 1310 (upload), 1320 (download), 1340 (list files). Every path the
 the store's root and checked here first, so a request can never name a file outside it:
 
 - a path is ``/``-separated segments; ``..``, ``.``, empty segments, a leading ``/``, a segment starting with ``.``
-  (the store's own ``.uploads``, ``.lock``, half-made ``.new-*`` directories) and any NUL or control character
-  are refused (:class:`UnsafePath`, an :class:`~opsflow.errors.InputError`: the service answers 400);
+  (the store's own ``.uploads``, ``.lock``, half-made ``.new-*`` directories) and any NUL, control, formatting or
+  line-separator character are refused (:class:`UnsafePath`, an :class:`~opsflow.errors.InputError`: the service
+  answers 400);
 - uploads go only to the resource pool (``resources/...``) or a project's input area
   (``projects/<name>/input/...``); everything else, sealed stage outputs above all, is read-only (403);
 - a *link* (``?exp=...&sig=...``) grants GET of one path until ``exp``: what the approval form and the stage
@@ -35,6 +36,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import unicodedata
 
 from opsflow.errors import InputError, OpsflowError
 
@@ -46,7 +48,9 @@ TUS_CHECKSUMS = ("sha1", "sha256", "md5")
 #: The status code tus defines for a checksum that does not match.
 CHECKSUM_MISMATCH = 460
 
-_CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+def _is_control(c: str) -> bool:
+    """C0/C1 controls and DEL (Unicode Cc), formatting characters (Cf: bidi overrides) and line separators."""
+    return unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
 
 
 class UnsafePath(InputError):
@@ -68,7 +72,7 @@ def check_path(path: str, allow_root: bool = False) -> tuple[str, ...]:
     >>> check_path("resources/a\\x00b")
     Traceback (most recent call last):
     ...
-    stage_pipeline.file_rules.UnsafePath: path: segment 2 has a control character (0x00)
+    stage_pipeline.file_rules.UnsafePath: path: segment 2 has a control character (U+0000)
     """
     if path.startswith("/"):
         raise UnsafePath("path", [(0, "path", f"{path!r} is absolute: give it relative to the store")])
@@ -78,9 +82,9 @@ def check_path(path: str, allow_root: bool = False) -> tuple[str, ...]:
         raise UnsafePath("path", [(0, "path", "empty: name a file or directory")])
     parts = path.rstrip("/").split("/") if allow_root else path.split("/")
     for number, part in enumerate(parts, 1):
-        bad = next((c for c in part if c in _CONTROL), None)
+        bad = next((c for c in part if _is_control(c)), None)
         if bad is not None:
-            why = f"segment {number} has a control character (0x{ord(bad):02x})"
+            why = f"segment {number} has a control character (U+{ord(bad):04X})"
         elif part in ("..", "."):
             why = f"segment {number} is {part!r}: a path may not leave the store"
         elif not part:
@@ -160,9 +164,12 @@ def parse_checksum(header: str) -> tuple[str, bytes]:
     if algorithm not in TUS_CHECKSUMS:
         raise InputError("Upload-Checksum", [(0, "algorithm", f"{algorithm!r} unsupported (use {TUS_CHECKSUMS})")])
     try:
-        return algorithm, base64.b64decode(value.strip(), validate=True)
+        digest = base64.b64decode(value.strip(), validate=True)
     except binascii.Error:
         raise InputError("Upload-Checksum", [(0, "digest", "not base64")]) from None
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise InputError("Upload-Checksum", [(0, "digest", f"not a {algorithm} digest ({len(digest)} bytes)")])
+    return algorithm, digest
 
 
 def parse_sha256(text: str) -> str:

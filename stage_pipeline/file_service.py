@@ -31,8 +31,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import os
@@ -336,22 +338,37 @@ def build_app(root: Path, auth: str, max_size: int = 1 << 40) -> ASGIApp:
         header = request.headers.get("upload-checksum")
         checksum = parse_checksum(header) if header else None
         writer = await run_in_threadpool(service.uploads.writer, upload_id, int(offset), checksum)
+        # One block is written (and hashed) in a thread while the next one is received: the two overlap, and a
+        # block is handed over, never copied. At most two blocks per upload are in memory.
+        pending: asyncio.Future[None] | None = None
+
+        async def hand_over(block: bytearray) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(run_in_threadpool(writer.write, block))
+
         try:
             buffer = bytearray()
             try:
                 async for chunk in request.stream():
                     buffer += chunk
                     if len(buffer) >= WRITE_BLOCK:
-                        await run_in_threadpool(writer.write, bytes(buffer))
-                        buffer.clear()
+                        await hand_over(buffer)
+                        buffer = bytearray()
             except ClientDisconnect:
                 # What arrived is kept (written below); the client asks HEAD for the offset and resumes.
-                await run_in_threadpool(writer.write, bytes(buffer))
+                await hand_over(buffer)
+                await hand_over(bytearray())
                 log.info("upload %s: client gone at %d bytes", upload_id, writer.upload.offset)
                 return Response(status_code=400)
-            await run_in_threadpool(writer.write, bytes(buffer))
+            await hand_over(buffer)
+            await hand_over(bytearray())
             upload = await run_in_threadpool(writer.end)
         finally:
+            if pending is not None and not pending.done():
+                with contextlib.suppress(Exception):
+                    await pending
             await run_in_threadpool(writer.close)
         headers = {"Upload-Offset": str(upload.offset)}
         if upload.complete and upload.sha256:

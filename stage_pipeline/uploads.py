@@ -298,7 +298,9 @@ class UploadWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | bytearray) -> None:
+        if not chunk:
+            return
         upload = self.upload
         if upload.offset + len(chunk) > upload.length:
             raise UploadConflict(f"more bytes than the Upload-Length of {upload.length}")
@@ -341,7 +343,7 @@ class UploadWriter:
             self._lock = -1
 
 
-def _write_all(fd: int, chunk: bytes) -> None:
+def _write_all(fd: int, chunk: bytes | bytearray) -> None:
     view = memoryview(chunk)
     while view:
         n = os.write(fd, view)

@@ -2,9 +2,11 @@
 
 Uploads use tus (the client is tuspy, a standard tus client), so an interrupted upload resumes from the server's
 offset: the upload URL is kept in ``<home>/files/uploads.json`` under the file's fingerprint and its destination,
-and the next ``upload`` of the same file to the same place asks the server where it stopped. The file's SHA-256
-travels in the upload's metadata and the server checks it before the file appears. Downloads resume with HTTP
-Range from the size of the ``.part`` file; a directory comes as a tar stream and is unpacked as it arrives.
+and the next ``upload`` of the same file to the same place asks the server where it stopped (the file's SHA-256 is
+remembered in ``<home>/files/sha256.json`` while its size and mtime stay, so resuming does not read it again).
+The file's SHA-256 travels in the upload's metadata and the server checks it before the file appears. Downloads
+resume with HTTP Range from the size of the ``.part`` file; a directory comes as a tar stream, unpacked as it
+arrives.
 
 Where the service is: ``$OPSFLOW_FILES_URL``, else the ``file_service_url`` of the site's PipelineStore Block,
 else the local stack's; the credentials are the site's (``PREFECT_API_AUTH_STRING``).
@@ -29,6 +31,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field
 
 from opsflow.errors import AdapterError, InputError, NotFoundError, OpsflowError
+from opsflow.files import atomic_write_text
 from opsflow.tables import Records, TableView
 
 if TYPE_CHECKING:
@@ -156,7 +159,7 @@ class FilesAPI:
         if dest.endswith("/"):
             dest += source.name
         dest = dest.strip("/")
-        sha = file_sha256(source)
+        sha = self._sha256(source)
         storage_file = self.home / "files" / "uploads.json"
         storage_file.parent.mkdir(parents=True, exist_ok=True)
         storage = FileStorage(str(storage_file))
@@ -200,6 +203,24 @@ class FilesAPI:
         finally:
             storage.close()
         return Uploaded(path=dest, size=size, sha256=sha, resumed_at=resumed_at)
+
+    def _sha256(self, source: Path) -> str:
+        """The file's SHA-256, remembered by (path, inode, size, mtime): a resumed upload does not read it again."""
+        import json
+
+        cache = self.home / "files" / "sha256.json"
+        info = source.stat()
+        key = f"{source.resolve()}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+        try:
+            known: dict[str, str] = json.loads(cache.read_text())
+        except (FileNotFoundError, ValueError):
+            known = {}
+        if key not in known:
+            known = {k: v for k, v in known.items() if not k.startswith(f"{source.resolve()}:")}
+            known[key] = file_sha256(source)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache, json.dumps(known, indent=1))
+        return known[key]
 
     def _already_there(self, dest: str, sha: str) -> bool:
         try:
