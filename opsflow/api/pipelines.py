@@ -294,6 +294,24 @@ class PipelinesAPI:
         """Validate a definition and write it to the library as ``<name>.yaml``."""
         return self.library.save(text)
 
+    def add(self, path: str | Path, replace: bool = False) -> PipelineDefinition:
+        """Req. 1110: validate a definition file and copy it into the library as ``<name>.yaml``.
+
+        Validated now, not first when a project uses it: an error names ``path``, its line and field. An existing
+        definition of that name is kept unless ``replace`` (projects keep their own copy either way).
+        """
+        definition = load_definition(path)
+        if definition.name in self.library.list() and not replace:
+            raise InputError(
+                str(path), [(0, "name", f"pipeline {definition.name!r} exists already (replace it with --replace)")]
+            )
+        self.library.save(Path(path).read_text(encoding="utf-8"))
+        return definition
+
+    def delete(self, name: str) -> None:
+        """Req. 1130: remove a definition from the library; projects made from it keep their copy and run on."""
+        self.library.delete(name)
+
     # --- projects ------------------------------------------------------------------------------------------
     def create(self, name: str, pipeline: str) -> ProjectHandle:
         """A new project with its own copy of the definition ``pipeline`` (req. 1210)."""

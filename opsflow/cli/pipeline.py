@@ -58,6 +58,24 @@ def pipeline_validate(path: Path) -> None:
     _plain(f"{path}: pipeline {d.name} with {len(d.stages)} stages: {', '.join(d.stage_names)}")
 
 
+@pipeline_app.command("add")
+def pipeline_add(
+    path: Path,
+    replace: Annotated[bool, typer.Option(help="Replace a definition of the same name")] = False,
+    store_block: StoreOpt = None,
+) -> None:
+    """Validate a definition file and add it to the store (errors name the file, line and field)."""
+    d = _api(store_block).add(path, replace=replace)
+    _plain(f"added pipeline {d.name} ({len(d.stages)} stages: {', '.join(d.stage_names)})")
+
+
+@pipeline_app.command("delete")
+def pipeline_delete(name: str, store_block: StoreOpt = None) -> None:
+    """Remove a definition from the store; projects made from it keep their own copy."""
+    _api(store_block).delete(name)
+    _plain(f"deleted pipeline {name}")
+
+
 @pipeline_app.command("list")
 def pipeline_list(store_block: StoreOpt = None) -> None:
     """Definitions in the store (invalid files listed with their error)."""

@@ -198,3 +198,22 @@ def test_reading_commands_do_not_import_prefect(home: Path, command: list[str]) 
     assert run.returncode == 0, run.stderr[-2000:]
     assert "EXIT" not in run.stdout, run.stdout + run.stderr
     assert "PREFECT_IMPORTED False" in run.stdout, run.stdout
+
+
+def test_pipeline_add_validates_then_delete_removes(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN)
+    message = failed_in_one_line(invoke(home, "pipeline", "add", str(bad)), 2)
+    assert f"{bad}:5: stages.0.timeout" in message
+    library = PipelineLibrary(home / "pipelines" / "pipelines")
+    assert "broken" in library.list() and library.text("broken") == BROKEN  # the store's own copy is untouched
+    good = tmp_path / "anything.yaml"
+    good.write_text("name: two\nstages:\n  - {name: a, command: [x]}\n  - {name: b, command: [y]}\n")
+    added = invoke(home, "pipeline", "add", str(good))
+    assert added.exit_code == 0 and "added pipeline two (2 stages: a, b)" in added.stdout
+    assert library.get("two").stage_names == ["a", "b"]
+    again = failed_in_one_line(invoke(home, "pipeline", "add", str(good)), 2)
+    assert "exists already" in again
+    assert invoke(home, "pipeline", "add", str(good), "--replace").exit_code == 0
+    assert invoke(home, "pipeline", "delete", "two").exit_code == 0 and "two" not in library.list()
+    assert "no pipeline 'two'" in failed_in_one_line(invoke(home, "pipeline", "delete", "two"), 2)
