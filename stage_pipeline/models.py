@@ -295,6 +295,25 @@ class Project(BaseModel):
         self.updated = now
         return attempt
 
+    def check_at_rest(self, action: str) -> None:
+        """Req. 1230/1250 with a run in flight: refused, since the run finds its project by name.
+
+        >>> from datetime import UTC, datetime
+        >>> from stage_pipeline.definition import parse_definition
+        >>> d = parse_definition("name: d\\nstages:\\n  - {name: a, command: [x]}\\n")
+        >>> p = Project.new("p", d, "", datetime.now(UTC))
+        >>> p.status = ProjectStatus.WAITING
+        >>> p.check_at_rest("rename")
+        Traceback (most recent call last):
+        ...
+        stage_pipeline.models.ProjectStateError: cannot rename project 'p' while it is WAITING: ...
+        """
+        if self.status in (ProjectStatus.RUNNING, ProjectStatus.WAITING) or self.running_attempts():
+            raise ProjectStateError(
+                f"cannot {action} project {self.name!r} while it is {self.status.value}: pause or abort it (or "
+                "stop its form) first; --force if its run is gone"
+            )
+
     def set_definition(self, definition: PipelineDefinition, definition_text: str, now: datetime) -> None:
         """Req. 1220: switch to another definition; states of stages kept by name, the history kept whole."""
         running = self.running_attempts()

@@ -225,10 +225,13 @@ class ProjectStore:
             raise exc
         return project
 
-    def rename(self, name: str, new_name: str) -> Project:
-        """Req. 1230: one ``os.rename`` of the project directory; refuses an existing target."""
+    def rename(self, name: str, new_name: str, force: bool = False) -> Project:
+        """Req. 1230: one ``os.rename`` of the project directory; refuses an existing target, and a project whose
+        run is in flight unless ``force``."""
         check_name(new_name)
         with self._locked(name) as project:
+            if not force:
+                project.check_at_rest("rename")
             target = self.project_dir(new_name)
             if target.exists() or target.is_symlink():
                 raise ProjectExists(f"project {new_name!r} exists already")
@@ -259,9 +262,12 @@ class ProjectStore:
         """Req. 1240: remove tags (a tag the project lacks is ignored)."""
         return self.update(name, lambda p: _set_tags(p, sorted(set(p.tags) - set(tags))))
 
-    def delete(self, name: str) -> None:
-        """Req. 1250: remove the project with every file (sealed workspaces included)."""
-        with self._locked(name):
+    def delete(self, name: str, force: bool = False) -> None:
+        """Req. 1250: remove the project with every file (sealed workspaces included); refused while its run is
+        in flight unless ``force``."""
+        with self._locked(name) as project:
+            if not force:
+                project.check_at_rest("delete")
             # Renamed aside first, so the name is free at once and a crash mid-removal leaves no half project.
             doomed = Path(tempfile.mkdtemp(dir=self.projects_dir, prefix=f".del-{name}."))
             os.rename(self.project_dir(name), doomed / name)

@@ -515,8 +515,9 @@ class ProjectHandle:
         return self.status.waiting
 
     # --- the project itself (req. 1220-1250) ---------------------------------------------------------------
-    def rename(self, new_name: str) -> Project:
-        project = self.api.store.rename(self.name, new_name)
+    def rename(self, new_name: str, force: bool = False) -> Project:
+        """Req. 1230; refused while a run drives the project (``force``: its run is known to be gone)."""
+        project = self.api.store.rename(self.name, new_name, force=force)
         self.name = new_name
         return project
 
@@ -531,9 +532,9 @@ class ProjectHandle:
         library = self.api.library
         return self.api.store.set_definition(self.name, library.get(pipeline), library.text(pipeline))
 
-    def delete(self) -> None:
-        """Remove the project with every file (req. 1250)."""
-        self.api.store.delete(self.name)
+    def delete(self, force: bool = False) -> None:
+        """Remove the project with every file (req. 1250); refused while a run drives it unless ``force``."""
+        self.api.store.delete(self.name, force=force)
 
 
 __all__ = [

@@ -125,9 +125,14 @@ def project_show(name: str, store_block: StoreOpt = None) -> None:
 
 
 @project_app.command("rename")
-def project_rename(name: str, new_name: str, store_block: StoreOpt = None) -> None:
-    """Give the project another name (its directory moves; runs in flight follow on their next step)."""
-    _plain(f"project {_project(name, store_block).rename(new_name).name}")
+def project_rename(
+    name: str,
+    new_name: str,
+    force: Annotated[bool, typer.Option(help="Even if it looks RUNNING or WAITING (its run is gone)")] = False,
+    store_block: StoreOpt = None,
+) -> None:
+    """Give the project another name (its directory moves); refused while a run drives it."""
+    _plain(f"project {_project(name, store_block).rename(new_name, force=force).name}")
 
 
 @project_app.command("set-pipeline")
@@ -151,13 +156,18 @@ def project_untag(name: str, tags: list[str], store_block: StoreOpt = None) -> N
 
 @project_app.command("delete")
 def project_delete(
-    name: str, yes: Annotated[bool, typer.Option("--yes", help="no question")] = False, store_block: StoreOpt = None
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="no question")] = False,
+    force: Annotated[bool, typer.Option(help="Even if it looks RUNNING or WAITING (its run is gone)")] = False,
+    store_block: StoreOpt = None,
 ) -> None:
-    """Remove the project with every file and record of it."""
+    """Remove the project with every file and record of it; refused while a run drives it."""
     project = _project(name, store_block)
+    if not force:
+        project.status.check_at_rest("delete")  # before the question: no "yes" for what will be refused
     if not yes:
         typer.confirm(f"delete project {name} and all its files?", abort=True)
-    project.delete()
+    project.delete(force=force)
 
 
 @project_app.command("start")

@@ -73,6 +73,8 @@ def test_rename_moves_the_directory_and_refuses_an_existing_target(store: Projec
     store.create("two", DEF)
     attempt = store.begin_attempt("one", "a", {})
     prepare_workspace(store.project_dir("one"), "a", 1, None).joinpath("f").write_text("x")
+    store.end_attempt("one", "a", 1, AttemptOutcome.SUCCEEDED, 0, [])
+    store.set_status("one", ProjectStatus.PAUSED, "between stages")
     with pytest.raises(ProjectExists):
         store.rename("one", "two")
     renamed = store.rename("one", "uno")
@@ -271,3 +273,27 @@ def test_project_json_round_trips(store: ProjectStore) -> None:
     store.begin_attempt("demo", "a", {"X": "1"})
     project = store.get("demo")
     assert Project.model_validate_json(project.model_dump_json()) == project
+
+
+@pytest.mark.parametrize("status", [ProjectStatus.RUNNING, ProjectStatus.WAITING])
+def test_rename_and_delete_are_refused_while_a_run_drives_the_project(
+    store: ProjectStore, status: ProjectStatus
+) -> None:
+    store.create("busy", DEF)
+    store.set_status("busy", status, "a run drives it")
+    with pytest.raises(ProjectStateError, match=f"cannot rename project 'busy' while it is {status.value}"):
+        store.rename("busy", "other")
+    with pytest.raises(ProjectStateError, match="cannot delete"):
+        store.delete("busy")
+    assert store.list() == ["busy"]
+    assert store.rename("busy", "other", force=True).name == "other"  # its run is known to be gone
+    store.delete("other", force=True)
+    assert store.list() == []
+
+
+def test_a_running_attempt_blocks_delete_even_when_paused(store: ProjectStore) -> None:
+    store.create("p", DEF)
+    store.begin_attempt("p", "a", {})
+    store.set_status("p", ProjectStatus.PAUSED, "paused with a stage still running")
+    with pytest.raises(ProjectStateError, match="cannot delete"):
+        store.delete("p")
