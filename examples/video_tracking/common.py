@@ -28,6 +28,7 @@ Frame = npt.NDArray[np.uint8]
 INPUT_VIDEO = "input.avi"
 GROUND_TRUTH = "ground_truth.csv"
 REFERENCE_TRUTH = "reference_truth.json"
+LANE_TRUTH = "lane_truth.json"
 CAMERA_SHAKE = "camera_shake.csv"
 REFERENCE_POINTS = "reference_points.json"
 SHIFTS = "shifts.csv"
@@ -37,6 +38,8 @@ DETECTIONS = "detections.csv"
 TRACKS = "tracks.csv"
 TRAJECTORIES = "trajectories.csv"
 EVALUATION = "evaluation.json"
+LANES = "lanes.json"
+LANE_EVALUATION = "lane_evaluation.json"
 
 
 class StageError(Exception):

@@ -1,10 +1,13 @@
-"""Compare trajectories with the ground truth of the synthetic video. Pure functions, no files.
+"""Compare trajectories and lanes with the ground truth of the synthetic video. Pure functions, no files.
 
 A ground-truth vehicle is *matched* when a track covers at least ``min_coverage`` of the frames in which the
 vehicle is fully visible and stays within ``max_distance`` pixels of it on average over those shared frames. Among
 such candidate pairs the assignment is one-to-one and greedy, closest mean distance first (no scipy here for the
 Hungarian method; with candidates restricted to covering pairs, greedy and optimal agree unless two tracks both
 cover one vehicle). A vehicle split into two tracks that each cover less than ``min_coverage`` is not matched.
+
+Lanes: each true lane marking is compared with the nearest detected one (row within a tolerance, same kind and
+colour), and the tracks' lanes with the vehicles' (per-lane counts, and the lane of each matched vehicle's track).
 
 Example:
     >>> gt = {1: {0: (0.0, 0.0), 1: (1.0, 0.0)}}
@@ -16,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Path2D = Mapping[int, tuple[float, float]]  # frame -> (x, y)
@@ -101,3 +104,86 @@ def paths(
     for r in rows:
         out.setdefault(int(r[id_field]), {})[int(r["frame"])] = (float(r[x_field]), float(r[y_field]))
     return out
+
+
+# --- lanes ---------------------------------------------------------------------------------------------------------
+
+Mark = tuple[float, str, str]  # row, kind ("solid" | "dashed"), colour ("white" | "yellow")
+
+
+@dataclass(frozen=True)
+class MarkingEvaluation:
+    ok: bool  # as many markings as the truth, each within the tolerance and of the true kind and colour
+    expected: int
+    found: int
+    within: int  # true markings with a detected one within the tolerance
+    offsets: list[float | None]  # per true marking: distance to the nearest detected row; None without any
+    max_offset: float | None
+    kinds_agree: bool  # the nearest detected marking of each true one has its kind and colour
+
+
+def evaluate_markings(
+    truth: Sequence[Mark], found: Sequence[Mark], tolerance: float = 1.0, check_kinds: bool = True
+) -> MarkingEvaluation:
+    """Compare detected lane markings with the true ones, each true marking with its nearest detected one
+    (``check_kinds=False`` for rows given by hand, which have no kind or colour).
+
+    >>> truth = [(60.0, "solid", "white"), (92.0, "dashed", "white")]
+    >>> evaluate_markings(truth, [(60.0, "solid", "white"), (92.5, "dashed", "white")]).ok
+    True
+    >>> ev = evaluate_markings(truth, [(60.0, "solid", "white"), (95.0, "dashed", "white")])
+    >>> ev.ok, ev.within, ev.offsets
+    (False, 1, [0.0, 3.0])
+    """
+    offsets: list[float | None] = []
+    kinds = True
+    for y, kind, colour in truth:
+        nearest = min(found, key=lambda m: abs(m[0] - y), default=None)
+        offsets.append(None if nearest is None else round(abs(nearest[0] - y), 3))
+        kinds &= nearest is not None and (not check_kinds or (nearest[1], nearest[2]) == (kind, colour))
+    within = sum(1 for o in offsets if o is not None and o <= tolerance)
+    known = [o for o in offsets if o is not None]
+    return MarkingEvaluation(
+        ok=len(found) == len(truth) and within == len(truth) and kinds,
+        expected=len(truth),
+        found=len(found),
+        within=within,
+        offsets=offsets,
+        max_offset=max(known) if known else None,
+        kinds_agree=kinds,
+    )
+
+
+@dataclass(frozen=True)
+class LaneAssignment:
+    ok: bool  # per-lane counts equal the truth's and every matched vehicle's track is in the vehicle's lane
+    counts: list[int]  # tracks per lane
+    true_counts: list[int]  # vehicles per lane
+    matched: int  # vehicles with a matched track
+    agree: int  # of those, tracks in the vehicle's true lane
+    wrong: dict[int, int | None]  # vehicle_id -> lane its track was put in, where that is not its lane
+
+
+def evaluate_lane_assignment(
+    vehicle_lanes: Mapping[int, int],
+    track_lanes: Mapping[int, int | None],
+    matches: Mapping[int, int],
+    n_lanes: int,
+) -> LaneAssignment:
+    """Per-lane counts of the tracks against the vehicles', and the lane of each matched vehicle's track.
+
+    >>> a = evaluate_lane_assignment({1: 0, 2: 1}, {7: 0, 8: 0}, {1: 7, 2: 8}, 2)
+    >>> a.ok, a.counts, a.true_counts, a.agree, a.wrong
+    (False, [2, 0], [1, 1], 1, {2: 0})
+    """
+    counts = [sum(1 for lane in track_lanes.values() if lane == i) for i in range(n_lanes)]
+    true_counts = [sum(1 for lane in vehicle_lanes.values() if lane == i) for i in range(n_lanes)]
+    wrong = {v: track_lanes.get(t) for v, t in sorted(matches.items()) if track_lanes.get(t) != vehicle_lanes.get(v)}
+    return LaneAssignment(
+        ok=counts == true_counts and not wrong,
+        counts=counts,
+        true_counts=true_counts,
+        matched=len(matches),
+        agree=len(matches) - len(wrong),
+        wrong=wrong,
+    )

@@ -1,13 +1,14 @@
 """A synthetic traffic video with known truth: a textured four-lane road seen by a shaking camera.
 
 Road coordinates are the pixel coordinates of frame 0 (the camera's offset is zero there). Four magenta markers on
-the verges are the stationary reference points; vehicles are coloured rectangles driving along lanes at constant
-speeds, entering and leaving the view. Everything follows from one seed.
+the verges are the stationary reference points; five painted lane markings (solid white road edges, dashed white
+lane lines, a solid yellow centre line) bound the four lanes; vehicles are coloured rectangles driving along lanes
+at constant speeds, entering and leaving the view. Everything follows from one seed.
 
 Example:
     >>> scene = make_scene(seed=1, n_frames=30)
-    >>> scene.shake[0], len(scene.markers)
-    ((0, 0), 4)
+    >>> scene.shake[0], len(scene.markers), scene.marking_y
+    ((0, 0), 4, (60, 92, 125, 157, 190))
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +25,7 @@ from examples.video_tracking.common import (
     CAMERA_SHAKE,
     GROUND_TRUTH,
     INPUT_VIDEO,
+    LANE_TRUTH,
     REFERENCE_TRUTH,
     Frame,
     StageError,
@@ -43,6 +46,28 @@ PALETTE: tuple[tuple[int, int, int], ...] = (  # BGR, all far from the grey road
     (50, 180, 60),
 )
 MARKER_BGR = (255, 0, 255)
+
+
+@dataclass(frozen=True)
+class Marking:
+    """A painted line across the road: ``y`` is its centre row as a fraction of the height (cv2 paints a line of
+    thickness 1 or 2 on rows round(y*h) +- (thickness - 1), so that row is its exact centre)."""
+
+    y: float
+    kind: str  # "solid" | "dashed" (12 px painted in every 24)
+    colour: str  # "white" | "yellow"
+    bgr: tuple[int, int, int]
+    thickness: int
+
+
+# Top to bottom; lane i (centre LANE_Y[i]) lies between markings i and i + 1.
+MARKINGS = (
+    Marking(0.25, "solid", "white", (220, 220, 220), 2),
+    Marking(0.385, "dashed", "white", (230, 230, 230), 1),
+    Marking(0.52, "solid", "yellow", (40, 200, 220), 2),
+    Marking(0.655, "dashed", "white", (230, 230, 230), 1),
+    Marking(0.79, "solid", "white", (220, 220, 220), 2),
+)
 MARKER_HALF = 5  # markers are 11x11 squares: large enough to survive MJPG's chroma subsampling
 
 
@@ -80,6 +105,7 @@ class Scene:
     markers: tuple[tuple[int, int], ...]  # road coordinates of the marker centres
     shake: tuple[tuple[int, int], ...]  # camera offset per frame; scene content moves by minus this
     seed: int
+    marking_y: tuple[int, ...]  # road-coordinate centre row of each of MARKINGS (the true lane boundaries)
 
     def fully_visible(self, v: Vehicle, frame: int, border: int) -> bool:
         """Whole rectangle inside the view shrunk by ``border`` (the part every stabilised frame shows)."""
@@ -138,7 +164,9 @@ def make_scene(
         raise ValueError(f"could not place {n_vehicles} vehicles in {n_frames} frames")
     m = 24  # far enough from the edge for stabilise's template patch plus its search window
     markers = ((m + 8, m), (width - m - 4, m + 4), (m, height - m - 2), (width - m - 10, height - m))
-    return Scene(width, height, fps, n_frames, margin, tuple(vehicles), markers, _shake(rng, n_frames, shake_px), seed)
+    shake = _shake(rng, n_frames, shake_px)
+    marking_y = tuple(round(mk.y * height) for mk in MARKINGS)
+    return Scene(width, height, fps, n_frames, margin, tuple(vehicles), markers, shake, seed, marking_y)
 
 
 def _fully_inside(v: Vehicle, frame: int, width: int, border: int) -> bool:
@@ -154,20 +182,19 @@ def _background(scene: Scene, rng: np.random.Generator) -> Frame:
     grass = np.stack([60 + texture, 125 + texture, 65 + texture], axis=-1)
     road = np.stack([95 + texture * 0.7] * 3, axis=-1)
     img = grass
-    top, bottom = round(0.25 * h) + m, round(0.79 * h) + m
+    rows = [y + m for y in scene.marking_y]
+    top, bottom = rows[0], rows[-1]
     img[top:bottom] = road[top:bottom]
     canvas = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(14):  # bushes: fixed texture that stabilisation can lock onto besides the markers
         cx, cy = int(rng.integers(0, cw)), int(rng.choice([rng.integers(0, top - 6), rng.integers(bottom + 6, ch)]))
         cv2.circle(canvas, (cx, cy), int(rng.integers(3, 8)), (30, 80, 35), -1)
-    cv2.line(canvas, (0, top), (cw, top), (220, 220, 220), 2)
-    cv2.line(canvas, (0, bottom), (cw, bottom), (220, 220, 220), 2)
-    mid = round(0.52 * h) + m
-    cv2.line(canvas, (0, mid), (cw, mid), (40, 200, 220), 2)
-    for yf in (0.385, 0.655):
-        y = round(yf * h) + m
-        for x in range(0, cw, 24):
-            cv2.line(canvas, (x, y), (x + 11, y), (230, 230, 230), 1)
+    for y, mk in zip(rows, MARKINGS, strict=True):
+        if mk.kind == "dashed":
+            for x in range(0, cw, 24):
+                cv2.line(canvas, (x, y), (x + 11, y), mk.bgr, mk.thickness)
+        else:
+            cv2.line(canvas, (0, y), (cw, y), mk.bgr, mk.thickness)
     r = MARKER_HALF
     for mx, my in scene.markers:
         cv2.rectangle(canvas, (mx + m - r, my + m - r), (mx + m + r, my + m + r), MARKER_BGR, -1)
@@ -203,8 +230,30 @@ def ground_truth(scene: Scene, border: int) -> list[tuple[int, int, float, float
     ]
 
 
+def lane_truth(scene: Scene) -> dict[str, Any]:
+    """The true lane markings, lanes (top to bottom, with their driving direction) and each vehicle's lane.
+
+    >>> t = lane_truth(make_scene(seed=1, n_frames=30))
+    >>> [m["y"] for m in t["markings"]], t["lanes"][0]
+    ([60, 92, 125, 157, 190], {'lane': 0, 'top': 60, 'bottom': 92, 'direction': 'right'})
+    """
+    ys = scene.marking_y
+    return {
+        "markings": [
+            {"name": f"M{i}", "y": y, "kind": mk.kind, "colour": mk.colour}
+            for i, (y, mk) in enumerate(zip(ys, MARKINGS, strict=True), start=1)
+        ],
+        "lanes": [
+            {"lane": i, "top": ys[i], "bottom": ys[i + 1], "direction": "right" if i < 2 else "left"}
+            for i in range(len(ys) - 1)
+        ],
+        "vehicles": [{"vehicle_id": v.vehicle_id, "lane": v.lane} for v in scene.vehicles],
+    }
+
+
 def write_scene(scene: Scene, on_frame: Callable[[int], None] | None = None) -> None:
-    """Write the video, ground truth, true marker positions and camera shake into the current directory.
+    """Write the video, ground truth, true marker positions, true lanes and camera shake into the current
+    directory.
 
     The video is read back to check that this OpenCV build really wrote every frame.
     """
@@ -226,3 +275,4 @@ def write_scene(scene: Scene, on_frame: Callable[[int], None] | None = None) -> 
         REFERENCE_TRUTH,
         {"points": [{"name": f"P{i}", "x": x, "y": y} for i, (x, y) in enumerate(scene.markers, start=1)]},
     )
+    write_json(LANE_TRUTH, lane_truth(scene))

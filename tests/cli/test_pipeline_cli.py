@@ -79,7 +79,7 @@ def test_a_missing_definition_file_is_bad_input(home: Path, tmp_path: Path) -> N
 def test_a_valid_definition_file_is_summarised(home: Path) -> None:
     result = invoke(home, "pipeline", "validate", str(DEFINITION))
     assert result.exit_code == 0, result.output
-    assert "pipeline video-tracking with 8 stages: generate, reference_points" in result.stdout
+    assert "pipeline video-tracking with 9 stages: generate, reference_points" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_waiting_for_a_decision_of_a_project_at_rest_fails_at_once(home: Path) -
 def test_pipeline_list_shows_the_broken_file_with_its_problem(home: Path) -> None:
     result = invoke(home, "pipeline", "list")
     assert result.exit_code == 0, result.output
-    assert "video-tracking (8 stages)" in result.stdout
+    assert "video-tracking (9 stages)" in result.stdout
     assert "broken.yaml:5: stages.0.timeout" in result.stdout
 
 

@@ -6,6 +6,7 @@ previous one, so a stage that wrote into an input in place would change the earl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import doctest
 import hashlib
@@ -14,7 +15,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +24,7 @@ import pytest
 from examples.video_tracking import (
     charts,
     detect,
+    lanes,
     reference_points,
     stabilise,
     synth,
@@ -30,7 +32,7 @@ from examples.video_tracking import (
     trajectories,
 )
 from examples.video_tracking import evaluate as evaluate_module
-from examples.video_tracking.evaluate import evaluate, paths
+from examples.video_tracking.evaluate import evaluate, evaluate_lane_assignment, evaluate_markings, paths
 from examples.video_tracking.track import Tracker
 from examples.video_tracking.trajectories import fill_gaps, smooth
 from stage_pipeline.definition import load_definition
@@ -47,6 +49,10 @@ ERROR_WORD = re.compile(r"\b(err|error)\b", re.IGNORECASE)
 # faults fail: no stabilisation gives 2.75 px (and 51 tracks), a shift 1 px off on every other frame 0.54 px.
 MAX_MEAN_ERROR_PX = 0.5
 MIN_MATCH_RATE = 0.9
+# Lane markings are found at exactly their true rows (offset 0.00 px on seeds 1, 3, 7 and 12, and on the short
+# videos below): paint bands are symmetric about the drawn row. 1 px leaves room for a blurrier codec; a marking
+# drawn 3 px off its true row fails.
+MAX_LANE_OFFSET_PX = 1.0
 
 
 @dataclass
@@ -134,6 +140,83 @@ def test_reference_points_and_stabilisation_recover_the_truth(chain: Chain) -> N
     assert any(int(t["dx"]) != 0 for t in shake)  # the camera really moved
 
 
+def _marks(markings: list[dict[str, object]]) -> list[tuple[float, str, str]]:
+    return [(float(str(m["y"])), str(m["kind"]), str(m["colour"])) for m in markings]
+
+
+def test_lanes_and_per_lane_counts_match_the_ground_truth(chain: Chain) -> None:
+    work = chain.dirs["lanes"]
+    found = json.loads((work / "lanes.json").read_text())
+    truth = json.loads((work / "lane_truth.json").read_text())
+    marks = evaluate_markings(_marks(truth["markings"]), _marks(found["markings"]), MAX_LANE_OFFSET_PX)
+    print(f"lane marking offsets {marks.offsets} px")
+    assert marks.ok and marks.found == marks.expected == 5
+    assert marks.max_offset is not None and marks.max_offset <= MAX_LANE_OFFSET_PX
+    # Every vehicle's trajectory counted in its own lane, driving the lane's way.
+    matches = {int(v): t for v, t in json.loads((work / "evaluation.json").read_text())["matches"].items()}
+    track_lanes = {int(t): a["lane"] for t, a in found["tracks"].items()}
+    vehicle_lanes = {v["vehicle_id"]: v["lane"] for v in truth["vehicles"]}
+    per_lane = evaluate_lane_assignment(vehicle_lanes, track_lanes, matches, len(truth["lanes"]))
+    assert per_lane.ok and per_lane.agree == per_lane.matched == 5, per_lane
+    for lane, true_lane in zip(found["lanes"], truth["lanes"], strict=True):
+        assert lane["count"] == 0 or lane["direction"] == true_lane["direction"], (lane, true_lane)
+    written = json.loads((work / "lane_evaluation.json").read_text())
+    assert written["markings"]["ok"] and written["assignment"]["ok"]
+    assert "ground truth: 5/5 lane markings within 1 px" in chain.logs["lanes"]
+    assert "5/5 matched vehicles in their true lane" in chain.logs["lanes"]
+
+
+def _short_video(work: Path, shift: dict[int, int] | None = None) -> subprocess.CompletedProcess[str]:
+    """A 30-frame scene (seed 3, 2 vehicles) through generate, reference_points, stabilise and lanes; ``shift``
+    paints marking i that many rows off the row the lane truth gives it."""
+    work.mkdir()
+    scene = synth.make_scene(seed=3, n_frames=30, n_vehicles=2, shake_px=3)
+    drawn = scene
+    if shift:
+        drawn = replace(scene, marking_y=tuple(y + shift.get(i, 0) for i, y in enumerate(scene.marking_y)))
+    with contextlib.chdir(work):
+        synth.write_scene(drawn)
+        (work / "lane_truth.json").write_text(json.dumps(synth.lane_truth(scene)))
+    for stage in ("reference_points", "stabilise"):
+        proc = _run(stage, work)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return _run("lanes", work)
+
+
+def test_lanes_of_a_short_video_match_the_truth(tmp_path: Path) -> None:
+    proc = _short_video(tmp_path / "w")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "frame 30/30" in proc.stdout and "(no trajectories to count)" in proc.stdout
+    ev = json.loads((tmp_path / "w" / "lane_evaluation.json").read_text())
+    assert ev["markings"]["ok"] and ev["markings"]["max_offset"] <= MAX_LANE_OFFSET_PX, ev
+    assert "assignment" not in ev  # no trajectories in this workspace
+    found = json.loads((tmp_path / "w" / "lanes.json").read_text())
+    assert [m["kind"] for m in found["markings"]] == ["solid", "dashed", "solid", "dashed", "solid"]
+    assert [m["colour"] for m in found["markings"]] == ["white", "white", "yellow", "white", "white"]
+
+
+def test_a_lane_painted_off_its_true_row_fails_the_check(tmp_path: Path) -> None:
+    proc = _short_video(tmp_path / "w", shift={3: 3})  # the lower dashed line, 3 px down
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ev = json.loads((tmp_path / "w" / "lane_evaluation.json").read_text())["markings"]
+    assert not ev["ok"] and ev["within"] == 4 and ev["found"] == 5
+    assert ev["offsets"][3] == pytest.approx(3.0, abs=0.25) and max(ev["offsets"][:3] + ev["offsets"][4:]) <= 0.25
+    assert "ground truth: 4/5 lane markings within 1 px" in proc.stdout
+
+
+def test_lanes_given_by_hand_win_over_detection(chain: Chain, tmp_path: Path) -> None:
+    _link_copy(chain.dirs["trajectories"], tmp_path / "w")
+    proc = _run("lanes", tmp_path / "w", LANES="60;92;125;157;190")
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads((tmp_path / "w" / "lane_evaluation.json").read_text())
+    assert json.loads((tmp_path / "w" / "lanes.json").read_text())["source"] == "LANES"
+    assert ev["markings"]["ok"] and ev["assignment"]["ok"]
+    bad = _run("lanes", tmp_path / "w", LANES="60;x")
+    assert bad.returncode == 1 and "error: env LANES: '60;x' is not 'y;y;...'" in bad.stderr
+    one = _run("lanes", tmp_path / "w", LANES="60")
+    assert one.returncode == 1 and "found 1 lane marking(s)" in one.stderr
+
+
 def test_every_stage_reports_progress_and_no_error_lines(chain: Chain) -> None:
     for stage, log in chain.logs.items():
         marks = [(int(m["done"]), int(m["total"])) for m in PROGRESS.finditer(log)]
@@ -144,12 +227,13 @@ def test_every_stage_reports_progress_and_no_error_lines(chain: Chain) -> None:
 
 def test_outputs_exist_and_inputs_are_never_modified(chain: Chain) -> None:
     expected = {
-        "generate": ["input.avi", "ground_truth.csv"],
+        "generate": ["input.avi", "ground_truth.csv", "lane_truth.json"],
         "reference_points": ["reference_points.json", "reference_points.png"],
         "stabilise": ["stabilised.avi", "shifts.csv", "stabilise.json"],
         "detect": ["detections.csv"],
         "track": ["tracks.csv"],
         "trajectories": ["trajectories.csv", "evaluation.json"],
+        "lanes": ["lanes.json", "lanes.png", "lane_evaluation.json"],
         "charts": ["trajectories.png", "counts.png"],
         "result_video": ["result.avi"],
     }
@@ -157,6 +241,7 @@ def test_outputs_exist_and_inputs_are_never_modified(chain: Chain) -> None:
         for name in names:
             assert (chain.dirs[stage] / name).stat().st_size > 0, f"{stage} did not write {name}"
     assert (chain.dirs["charts"] / "counts.png").read_bytes()[:4] == b"\x89PNG"
+    assert (chain.dirs["lanes"] / "lanes.png").read_bytes()[:4] == b"\x89PNG"
     # Hard links share content: a write in place by any later stage would show here.
     for stage, before in chain.hashes.items():
         assert _hashes(chain.dirs[stage]) == before, f"files of {stage} changed after it ended"
@@ -195,7 +280,7 @@ def test_reference_points_given_by_hand_win_over_detection(chain: Chain, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "module", [synth, reference_points, stabilise, detect, track, trajectories, charts, evaluate_module]
+    "module", [synth, reference_points, stabilise, detect, track, trajectories, lanes, charts, evaluate_module]
 )
 def test_docstring_examples(module: ModuleType) -> None:
     failed, attempted = doctest.testmod(module)
