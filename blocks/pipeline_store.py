@@ -47,6 +47,11 @@ class PipelineStore(Block):
         default="local",
         description="DockerEngine block for stages with an image (None: the DOCKER_HOST of the worker).",
     )
+    min_free_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="A stage starts only with this much free space (MiB) under root; else the project pauses.",
+    )
     file_service_url: str | None = Field(
         default=None,
         description="The file service over this root (uploads, downloads; the links in approval forms).",

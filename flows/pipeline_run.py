@@ -13,10 +13,13 @@ pauses it too. `opsflow project resume` starts a new run from where it stopped (
 
 from __future__ import annotations
 
+import shutil
+import time
 from datetime import UTC, datetime
 from typing import Literal, cast
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -26,19 +29,23 @@ from pydantic import Field, create_model
 from blocks import PipelineStore, load_block
 from opsflow.adapters.prefect_pools import online_workers
 from stage_pipeline.definition import PipelineDefinition
-from stage_pipeline.models import PendingDecision, Project, ProjectStatus
-from stage_pipeline.prefect_api import flow_run_state, mark_crashed, stage_deployment
+from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus
+from stage_pipeline.prefect_api import announce, flow_run_state, mark_crashed, stage_deployment
 from stage_pipeline.steps import (
     Decision,
     Step,
     When,
     attempt_problem,
     decision_key,
-    first_stage,
     next_step,
     no_fitting_node,
+    too_little_disk,
 )
 from stage_pipeline.store import ProjectStore
+
+#: How often a project run looks at its stage's run and heartbeat while it waits for it.
+WATCH_S = 1.0
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 class DecisionForm(RunInput, Decision):
@@ -59,6 +66,26 @@ def decision_form(definition: PipelineDefinition, stage: str, when: When, descri
     return model.with_initial_data(description=f"{text}\n\n{description}".strip())
 
 
+def _watch_stage(store: ProjectStore, project: str, run_id: str) -> str:
+    """Wait for the stage's run to end; how it ended, in words. Meanwhile a watchdog reads the heartbeats of the
+    project's running attempts: one gone silent while its run still looks alive in Prefect means its worker died
+    with it (nobody is left to report the crash), so the run is marked Crashed now rather than at the next resume.
+    """
+    while True:
+        state = flow_run_state(run_id)
+        if state in FINAL_STATES:
+            return f"stage-run ended {state} mid-stage"
+        p = store.get(project)
+        silent = p.silent_attempts(store.heartbeats(p), datetime.now(UTC))
+        if silent:
+            why = ", ".join(x.heartbeat for x in silent)
+            for gone in silent:
+                mark_crashed(gone.run_id or run_id, f"{gone.heartbeat}: its worker is gone")
+            get_run_logger().warning("%s: the stage's worker is gone (%s)", project, why)
+            return f"its worker is gone ({why})"
+        time.sleep(WATCH_S)
+
+
 def _pause(store: ProjectStore, project: str, reason: str, before: str | None = None) -> str:
     """Pause the project; ``before``: the stage it stopped in front of (req. 1460)."""
     get_run_logger().info("%s paused: %s", project, reason)
@@ -77,6 +104,7 @@ def _claim(store: ProjectStore, project: str, me: str, start: str | None) -> Pro
     for lost in p.lost_attempts(store.heartbeats(p), datetime.now(UTC)):
         if lost.run_id:
             mark_crashed(lost.run_id, f"{lost.heartbeat}: its worker is gone")
+        announce("lost", project, lost.stage, reason=f"{lost.heartbeat}: its worker is gone")
     if p.waiting is not None and p.waiting.run_id != me and flow_run_state(p.waiting.run_id) == "PAUSED":
         raise RuntimeError(
             f"{project}: run {p.waiting.run_id} waits for a decision on {p.waiting.stage}; answer its form "
@@ -119,6 +147,7 @@ def _ask(
             key=key, stage=stage, when=when, attempt=attempt, retry=retry, run_id=me, asked=p.updated
         )
         store.ask(project, pending)
+        announce("waiting", project, stage, when=when, attempt=attempt)
     description = p.definition.stage(stage).approval.description
     links = _files_to_look_at(settings, store, p, stage, when)
     form = decision_form(p.definition, stage, when, f"{description}\n\n{links}".strip())
@@ -150,14 +179,22 @@ def pipeline_run(
     if p.waiting is not None and p.waiting.run_id == me:
         w = p.waiting
         step = _ask(settings, store, project, w.stage, w.when, w.attempt, me, w.retry)
+        # The approval after the stage this run started at was the last thing before pause_after applies.
+        done_with_start = w.when == "after" and w.stage == p.run_start and step.stage != w.stage
+        if pause_after and done_with_start and not step.stop and step.stage is not None:
+            return _pause(store, project, f"paused after {w.stage} as asked at start", before=step.stage)
     else:
         p = _claim(store, project, me, start_stage)
-        step = Step(stage=start_stage or first_stage(p), env=env or {})
+        step = Step(stage=p.run_start, env=env or {})
+    # pause_after counts from where this run really started (where the project stopped when none was chosen),
+    # also when it re-enters after a suspension
+    start_stage = p.run_start
     while True:
         if step.stop:
             return _pause(store, project, "stopped by a decision in the approval form", before=step.stage)
         if step.stage is None:
             store.set_status(project, ProjectStatus.FINISHED, "every stage done")
+            announce("finished", project, None)
             return "FINISHED"
         stage = step.stage
         p = store.get(project)
@@ -167,23 +204,33 @@ def pipeline_run(
         if spec.approval.mode == "before" and not step.approved:
             step = _ask(settings, store, project, stage, "before", len(p.attempts_of(stage)) + 1, me)
             continue
+        disk = too_little_disk(stage, shutil.disk_usage(settings.root).free, settings.min_free_mb * 2**20)
+        if disk is not None:
+            return _pause(store, project, disk, before=stage)
         if not online_workers(spec.pool):
             return _pause(store, project, no_fitting_node(spec), before=stage)
         logger.info("%s: %s on pool %s with env %s", project, stage, spec.pool, step.env)
-        child = run_deployment(
-            stage_deployment(spec.pool),
-            parameters={"project": project, "stage": stage, "env": step.env, "store_block": store_block},
-            as_subflow=True,
-            timeout=None,
-            poll_interval=1,
+        child = cast(
+            FlowRun,
+            run_deployment(  # typed as maybe-a-coroutine; a FlowRun in this sync flow
+                stage_deployment(spec.pool),
+                parameters={"project": project, "stage": stage, "env": step.env, "store_block": store_block},
+                as_subflow=True,
+                timeout=0,  # returns at once: _watch_stage waits, and also watches the stage's heartbeat
+            ),
         )
+        ended = _watch_stage(store, project, str(child.id))
         p = store.get(project)
         if p.running_attempts():  # the stage's run ended without closing its attempt: its process died
-            state = getattr(child, "state", None)
-            store.recover_stale(project, f"stage-run ended {state.name if state else 'unknown'} mid-stage")
+            store.recover_stale(project, ended)
         p = store.get(project)
         problem = attempt_problem(p, stage)
         if problem is not None:
+            last = p.attempts_of(stage)[-1] if p.attempts_of(stage) else None
+            if last is not None and last.outcome == AttemptOutcome.LOST:
+                announce("lost", project, stage, reason=f"{problem}: {ended}")
+                return _pause(store, project, f"{problem}: {ended}")
+            announce("failed", project, stage, reason=problem)
             return _pause(store, project, problem)
         if spec.approval.mode == "after":
             step = _ask(settings, store, project, stage, "after", p.attempts_of(stage)[-1].attempt, me)

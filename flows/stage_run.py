@@ -10,12 +10,16 @@ lines drive a progress artifact with an ETA.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from blocks import DockerEngine, PipelineStore, load_block
@@ -23,8 +27,12 @@ from opsflow.adapters.docker_engine import DockerEngineClient
 from opsflow.errors import OpsflowError
 from stage_pipeline.attempt import AttemptWatch, outcome_of, stage_job
 from stage_pipeline.docker_runner import DockerRunner
-from stage_pipeline.models import AttemptOutcome
+from stage_pipeline.gpu_leases import run_with_gpus
+from stage_pipeline.models import AttemptOutcome, ProjectStatus
+from stage_pipeline.prefect_api import announce
 from stage_pipeline.runners import ShellRunner, StageRunner
+from stage_pipeline.stage_input import InputRequest, form_model
+from stage_pipeline.store import ProjectStore
 from stage_pipeline.workspace import prepare_workspace, resource_pool, seal
 
 
@@ -38,6 +46,32 @@ def _runner(image: str | None, store: PipelineStore) -> StageRunner:
     # The store's DockerEngine Block names the engine; without one, the worker's own DOCKER_HOST.
     engine = load_block(DockerEngine, store.docker_block).get_client() if store.docker_block else None
     return DockerRunner((engine or DockerEngineClient.from_env()).client())
+
+
+def _ask_operator(store: ProjectStore, project: str, stage: str, attempt: int, request: InputRequest) -> dict[str, Any]:
+    """Pause this run with a form built from the stage's request (the stage's process waits meanwhile); the answer,
+    or ``{"error": ...}`` when nobody answered within the request's timeout."""
+    logger = get_run_logger()
+    where = f"{stage} attempt {attempt} asks for input {request.name!r}"
+    logger.info("%s: %s (a form on this stage run in the Prefect UI)", project, where)
+    store.set_status(project, ProjectStatus.RUNNING, f"{where}: answer the form of its stage run")
+    announce("waiting", project, stage, when="during", attempt=attempt, request=request.name)
+    form = cast(type[RunInput], form_model(request, base=RunInput))
+    key = "ask-" + re.sub(r"[^a-z0-9-]", "-", f"{request.name}-{attempt}")
+    try:
+        answer = pause_flow_run(
+            wait_for_input=form.with_initial_data(description=request.description or where),
+            timeout=int(request.timeout_s),
+            key=key,
+        )
+    except FlowPauseTimeout:
+        logger.warning("%s: no answer within %d s", where, request.timeout_s)
+        return {"error": f"no answer within {request.timeout_s:g} s"}
+    finally:
+        store.set_status(project, ProjectStatus.RUNNING, f"{stage} attempt {attempt} running")
+    values = cast(RunInput, answer).model_dump()
+    logger.info("%s: answered %s", where, values)
+    return values
 
 
 @flow(name="stage-run")
@@ -55,7 +89,9 @@ def stage_run(project: str, stage: str, env: dict[str, str] | None = None, store
     )
     inputs = store.project_dir(project) / "input"  # what `opsflow files upload ... projects/<p>/input/` brought
     pool = resource_pool(Path(store_cfg.root))
-    job = stage_job(project, spec, attempt, workspace, pool, inputs if inputs.is_dir() else None)
+    asks = store.ask_dir(project, stage, attempt.attempt)
+    asks.mkdir(parents=True, exist_ok=True)
+    job = stage_job(project, spec, attempt, workspace, pool, inputs if inputs.is_dir() else None, asks)
     logger.info(
         "%s: attempt %d of %s in %s (from %s)", project, attempt.attempt, stage, workspace,
         f"{source.stage} attempt {source.attempt}" if source else "an empty workspace",
@@ -71,8 +107,12 @@ def stage_run(project: str, stage: str, env: dict[str, str] | None = None, store
         note = f"ETA {eta:.0f} s" if eta is not None else "ETA unknown"
         update_progress_artifact(progress_id, fraction * 100, description=f"{project} / {stage}: {note}")
 
-    with AttemptWatch(store, project, attempt, spec, on_log, on_progress) as watch:
-        result = _runner(spec.image, store_cfg).run(job, watch.on_line, watch.should_abort)
+    def on_request(request: InputRequest) -> dict[str, Any]:
+        return _ask_operator(store, project, stage, attempt.attempt, request)
+
+    with AttemptWatch(store, project, attempt, spec, on_log, on_progress, ask_dir=asks, on_request=on_request) as watch:
+        # A GPU stage holds its GPUs (one lease each) for the whole run; too few free ones is its error.
+        result = run_with_gpus(_runner(spec.image, store_cfg), job, watch.on_line, watch.should_abort)
     seal(workspace)  # before the attempt is recorded: a SUCCEEDED attempt's output is always immutable
     outcome = outcome_of(result)
     watch.finish(outcome, result)

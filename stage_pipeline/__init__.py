@@ -8,12 +8,14 @@ through ``opsflow.connect().pipelines`` (``opsflow/api/pipelines.py``), which ca
 
 Pure modules (no I/O, no clock, no Prefect): ``definition`` (YAML → models, errors with file:line:field),
 ``models`` (project state, the heartbeat staleness rule), ``steps`` (where a run goes next, what a decision
-means), ``logscan`` (error and progress lines, ETA).
+means), ``logscan`` (error and progress lines, ETA), ``node_table`` (every node's sample joined with the
+workers on it, the staleness rule), ``limits`` (how a stage's cpus, memory and GPUs are enforced).
 I/O modules: ``library`` and ``store`` (files under the store's root), ``workspace`` (hard-link copies, sealing,
 listing), ``attempt`` (a running attempt's log, heartbeat and abort checks), ``runners`` and ``docker_runner``
-(processes, containers), ``monitor`` (this node's CPU, memory, GPUs), ``prefect_api`` (the only one that imports
-Prefect: start runs, answer forms, see workers). Importing this package loads only the pure modules and the
-store and library (no Prefect, no Docker SDK).
+(processes, containers), ``limit_probe`` and ``gpu_leases`` (this node's cgroups, GPU leases), ``monitor`` (this
+node's CPU, memory, GPUs; publishing and reading every node's sample), ``prefect_api`` (the only one that imports
+Prefect: start runs, answer forms, see workers). Importing this package loads only the pure modules and the store
+and library (no Prefect, no Docker SDK).
 
 Example:
     >>> import tempfile

@@ -27,17 +27,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
+from opsflow.errors import InputError
 from stage_pipeline.definition import StageDefinition
 from stage_pipeline.logscan import LogScanner
 from stage_pipeline.models import AttemptOutcome, StageAttempt
 from stage_pipeline.runners import RunOutcome, StageJob
+from stage_pipeline.stage_input import ANSWER_SUFFIX, REQUEST_SUFFIX, InputRequest, parse_request
 from stage_pipeline.store import ProjectStore
 
 #: Seconds between two heartbeats / abort checks of a running stage, and between two progress updates.
@@ -67,9 +72,10 @@ def stage_job(
     workspace: Path,
     resources: Path,
     inputs: Path | None = None,
+    asks: Path | None = None,
 ) -> StageJob:
-    """The runner's job for one attempt: the stage's command (or image) with the attempt's env, in its workspace;
-    ``inputs``: the project's uploaded input area, when it has one."""
+    """The runner's job for one attempt: the stage's command (or image) with the attempt's env, in its workspace,
+    limited to the stage's ``resources``; ``inputs``: the project's uploaded input area, when it has one."""
     return StageJob(
         name=f"{project}.{spec.name}.{attempt.attempt}",
         argv=spec.command or [],
@@ -78,7 +84,10 @@ def stage_job(
         workdir=workspace,
         resources=resources,
         inputs=inputs,
+        asks=asks,
         timeout_s=spec.timeout,
+        cpus=spec.resources.cpus,
+        memory_bytes=spec.resources.memory_bytes,
         gpus=spec.resources.gpus,
     )
 
@@ -128,8 +137,11 @@ class AttemptWatch:
         on_log: Callable[[bool, str], None],
         on_progress: Callable[[float, float | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ask_dir: Path | None = None,
+        on_request: Callable[[InputRequest], dict[str, Any]] | None = None,
     ) -> None:
         self.store, self.project, self.attempt = store, project, attempt
+        self.ask_dir, self._on_request = ask_dir, on_request
         self.scanner = LogScanner(spec.error_regex, spec.progress_regex)
         self._on_log, self._on_progress, self._clock = on_log, on_progress, clock
         self.heartbeat = store.heartbeat_path(project, attempt.stage, attempt.attempt)
@@ -166,7 +178,50 @@ class AttemptWatch:
         if self._pacer.beat_due(self._clock()):
             self.heartbeat.touch()
             self._abort = self.store.get(self.project).abort_requested
+            if not self._abort:
+                self.answer_requests()
         return self._abort
+
+    def answer_requests(self) -> None:
+        """Answer the stage's open input requests (:mod:`stage_pipeline.stage_input`), one at a time: ``on_request``
+        waits for the operator's form while the heartbeat goes on; a request that breaks the rules, or a stage
+        with nobody to ask, gets ``{"error": ...}``, so the stage never waits for an answer that cannot come."""
+        if self.ask_dir is None or not self.ask_dir.is_dir():
+            return
+        for path in sorted(self.ask_dir.glob(f"*{REQUEST_SUFFIX}")):
+            answer_path = path.with_name(path.name[: -len(REQUEST_SUFFIX)] + ANSWER_SUFFIX)
+            if answer_path.exists():
+                continue
+            try:
+                request = parse_request(path.name, path.read_text(encoding="utf-8", errors="replace"))
+                if self._on_request is None:
+                    raise InputError(path.name, [(0, "request", "this stage cannot ask for input here")])
+            except InputError as exc:
+                self._on_log(True, f"input request refused: {exc}")
+                answer: dict[str, Any] = {"error": str(exc)}
+            else:
+                with self._beating():
+                    answer = self._on_request(request)
+            tmp = answer_path.with_name(f".{answer_path.name}.tmp")
+            tmp.write_text(json.dumps(answer), encoding="utf-8")
+            tmp.replace(answer_path)  # the stage never reads half an answer
+
+    @contextlib.contextmanager
+    def _beating(self) -> Iterator[None]:
+        """Heartbeats from a thread while the caller's thread waits (for the operator's answer)."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self._pacer.heartbeat_s):
+                self.heartbeat.touch()
+
+        thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def finish(self, outcome: AttemptOutcome, result: RunOutcome) -> None:
         """Record how the attempt ended and stop its heartbeat (after the workspace is sealed)."""

@@ -2,7 +2,9 @@
 
 The container gets the attempt's workspace at /workspace (read-write) and the resource pool at /resources
 (read-only), no capabilities (``cap_drop=["ALL"]``: container root cannot override sealed files), host
-networking, and a device request per GPU asked for. Images are never pulled.
+networking, the stage's ``cpus`` as a CPU quota (``nano_cpus``) and its ``memory`` as the container's memory limit
+with no swap beyond it, and a device request for the GPUs it holds (or, unleased, for a count). Images are never
+pulled.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def container_kwargs(job: StageJob, network_mode: str = "host") -> dict[str, Any
     >>> kw = container_kwargs(StageJob(image="busybox", argv=["true"], workdir=Path("/w"), gpus=1))
     >>> kw["volumes"], kw["device_requests"][0]["Count"]
     ({'/w': {'bind': '/workspace', 'mode': 'rw'}}, 1)
+    >>> kw = container_kwargs(StageJob(image="busybox", workdir=Path("/w"), cpus=1.5, memory_bytes=64 << 20))
+    >>> kw["nano_cpus"], kw["mem_limit"], kw["memswap_limit"]
+    (1500000000, 67108864, 67108864)
     """
     if job.image is None:
         raise ValueError(f"stage {job.name}: no image to run in a container")
@@ -57,12 +62,14 @@ def container_kwargs(job: StageJob, network_mode: str = "host") -> dict[str, Any
         volumes[str(job.resources)] = {"bind": "/resources", "mode": "ro"}
     if job.inputs is not None:
         volumes[str(job.inputs)] = {"bind": "/input", "mode": "ro"}
+    if job.asks is not None:
+        volumes[str(job.asks)] = {"bind": "/opsflow-ask", "mode": "rw"}
     kwargs: dict[str, Any] = {
         "image": job.image,
         "command": list(job.argv) or None,  # None: the image's own CMD
         "environment": {
             **STREAMING_ENV,
-            **area_env(job.resources and "/resources", job.inputs and "/input"),
+            **area_env(job.resources and "/resources", job.inputs and "/input", job.asks and "/opsflow-ask"),
             **job.env,
         },
         "working_dir": "/workspace",
@@ -72,6 +79,11 @@ def container_kwargs(job: StageJob, network_mode: str = "host") -> dict[str, Any
         "labels": {**job.labels, STAGE_LABEL: job.name},
         "network_mode": network_mode,
     }
+    if job.cpus is not None:
+        kwargs["nano_cpus"] = round(job.cpus * 1e9)
+    if job.memory_bytes is not None:
+        kwargs["mem_limit"] = job.memory_bytes
+        kwargs["memswap_limit"] = job.memory_bytes  # memory + swap: no swap beyond the limit
     if job.gpu_ids:
         kwargs["device_requests"] = [docker.types.DeviceRequest(device_ids=list(job.gpu_ids), capabilities=[["gpu"]])]
     elif job.gpus > 0:

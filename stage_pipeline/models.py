@@ -140,6 +140,7 @@ class Project(BaseModel):
     current_stage: str | None = None
     waiting: PendingDecision | None = None
     run_id: str | None = Field(None, description="the pipeline-run flow run driving the project, when known")
+    run_start: str | None = Field(None, description="the stage that run started at (its pause_after counts from it)")
     created: datetime
     updated: datetime
 
@@ -205,6 +206,30 @@ class Project(BaseModel):
             lost = attempt_is_lost(age, stale_after_s)
             found.append(Liveness(stage=a.stage, attempt=a.attempt, run_id=a.run_id, age_s=age, lost=lost))
         return found
+
+    def silent_attempts(
+        self, beats: Mapping[tuple[str, int], datetime | None], now: datetime, stale_after_s: float = STALE_AFTER_S
+    ) -> list[Liveness]:
+        """The running attempts a watchdog declares lost while their run still looks alive in Prefect: a heartbeat
+        ``stale_after_s`` old, or none yet that long after the attempt began (its runner prepares the workspace
+        before the first beat, so a missing beat alone is no verdict).
+
+        >>> from datetime import datetime, timedelta, timezone
+        >>> from stage_pipeline.definition import parse_definition
+        >>> t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        >>> p = Project.new("demo", parse_definition("name: p\\nstages:\\n  - {name: a, command: [x]}\\n"), "", t)
+        >>> _ = p.begin_attempt("a", {}, t)
+        >>> p.silent_attempts({}, t + timedelta(seconds=5)), p.silent_attempts({("a", 1): t}, t + timedelta(seconds=9))
+        ([], [])
+        >>> [x.heartbeat for x in p.silent_attempts({("a", 1): t}, t + timedelta(seconds=40))]
+        ['heartbeat 40 s ago']
+        """
+        began = {(a.stage, a.attempt): a.started for a in self.running_attempts()}
+        return [
+            x
+            for x in self.liveness(beats, now, stale_after_s)
+            if x.lost and (x.age_s is not None or (now - began[(x.stage, x.attempt)]).total_seconds() >= stale_after_s)
+        ]
 
     def lost_attempts(
         self, beats: Mapping[tuple[str, int], datetime | None], now: datetime, stale_after_s: float = STALE_AFTER_S
@@ -344,6 +369,7 @@ class Project(BaseModel):
         if self.waiting is not None and self.waiting.run_id != run_id:
             self.waiting = None  # its run is no longer suspended (cancelled, crashed): nobody will answer it
         self.run_id = run_id
+        self.run_start = start
         self.set_status(ProjectStatus.RUNNING, f"run {run_id} started at {start}", now)
 
     def pause(self, reason: str, now: datetime, before: str | None = None) -> None:

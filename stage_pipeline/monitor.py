@@ -1,13 +1,21 @@
-"""Node monitoring: CPU, memory, network I/O (psutil) and GPUs (through opsflow.gpu) of the node this runs on.
+"""Node monitoring, the I/O side: CPU, memory, network I/O (psutil) and GPUs (through opsflow.gpu) of the node
+this runs on, and the published samples of every node under the store's root.
 
-The models and :func:`snapshot_rows` are pure; :func:`sample_node` is the one function that reads the machine.
-A node without an NVIDIA driver has no GPUs, reported as an empty list with a note saying why.
+The models and the table (:mod:`stage_pipeline.node_table`) are pure and re-exported here; :func:`sample_node`
+reads the machine, :func:`publish_sample` / :func:`publish_loop` write this node's sample to
+``<root>/.nodes/<hostname>.json`` (atomic: temporary file, fsync, rename, so a reader never sees half a file),
+:func:`read_published` reads every node's. A node without an NVIDIA driver has no GPUs, reported as an empty
+list with a note saying why.
 
 Example:
-    >>> rate(1_000, 3_000, 2.0)
-    1000.0
-    >>> rate(5_000, 10, 2.0)  # a counter that went back (reset): no rate rather than a negative one
-    0.0
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> path = publish_sample(root, sample_node(0.01, hostname="node-a"), interval_s=10)
+    >>> path.relative_to(root).as_posix()
+    '.nodes/node-a.json'
+    >>> samples, problems = read_published(root)
+    >>> [s.snapshot.hostname for s in samples], problems
+    (['node-a'], [])
 """
 
 from __future__ import annotations
@@ -16,49 +24,27 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, Field
 
+from opsflow.files import atomic_write_text
 from opsflow.gpu import MIB, GpuInfo, list_gpus, no_gpu_reason
+from stage_pipeline.node_table import (
+    NODES_DIR,
+    GpuSample,
+    NodeSnapshot,
+    PublishedSample,
+    gpu_summary,
+    rate,
+    sample_file_name,
+    snapshot_rows,
+)
 
-GIB = 2**30
-
-
-class GpuSample(BaseModel):
-    """One GPU at sampling time."""
-
-    index: int
-    name: str
-    util_percent: float | None = Field(None, description="GPU busy time over the driver's last interval")
-    mem_used_mb: int
-    mem_total_mb: int
-
-
-class NodeSnapshot(BaseModel):
-    """One node's load over a short interval (rates and CPU %) plus its totals at the end of it."""
-
-    hostname: str
-    time: datetime
-    cpu_percent: float = Field(description="All cores together, 0-100")
-    cpu_count: int
-    load_avg: tuple[float, float, float] = Field(description="1, 5 and 15 minute load averages")
-    mem_total_bytes: int
-    mem_used_bytes: int
-    mem_percent: float
-    net_bytes_sent: int = Field(description="Since boot, all interfaces")
-    net_bytes_recv: int = Field(description="Since boot, all interfaces")
-    net_sent_rate: float = Field(description="Bytes per second over the sampling interval")
-    net_recv_rate: float = Field(description="Bytes per second over the sampling interval")
-    gpus: list[GpuSample] = Field(default_factory=list)
-    gpu_note: str | None = Field(None, description="Why there are no GPUs, when there are none")
-
-
-def rate(before: int, after: int, seconds: float) -> float:
-    """Per-second rate of a counter between two readings; 0 for a counter reset or no time."""
-    if seconds <= 0 or after < before:
-        return 0.0
-    return (after - before) / seconds
+__all__ = [
+    "GpuSample", "NodeSnapshot", "PublishedSample", "gpu_samples", "gpu_summary", "nodes_dir", "publish_loop",
+    "publish_sample", "rate", "read_gpus", "read_published", "sample_node", "snapshot_rows",
+]  # fmt: skip
 
 
 def gpu_samples(infos: Iterable[GpuInfo]) -> list[GpuSample]:
@@ -80,43 +66,6 @@ def gpu_samples(infos: Iterable[GpuInfo]) -> list[GpuSample]:
     ]
 
 
-def gpu_summary(snap: NodeSnapshot) -> str:
-    """One table cell for a node's GPUs.
-
-    >>> gpu_summary(NodeSnapshot.model_construct(gpus=[GpuSample(index=0, name="A100", util_percent=35.0,
-    ...     mem_used_mb=1024, mem_total_mb=40960)], gpu_note=None))
-    '0: A100 35% 1.0/40.0 GiB'
-    """
-    if not snap.gpus:
-        return f"none ({snap.gpu_note})" if snap.gpu_note else "none"
-    cells = []
-    for g in snap.gpus:
-        util = "?" if g.util_percent is None else f"{g.util_percent:.0f}%"
-        cells.append(f"{g.index}: {g.name} {util} {g.mem_used_mb / 1024:.1f}/{g.mem_total_mb / 1024:.1f} GiB")
-    return "; ".join(cells)
-
-
-def snapshot_rows(snaps: Iterable[NodeSnapshot]) -> list[dict[str, str | int | float]]:
-    """One row per node for a table artifact (``prefect.artifacts.create_table_artifact``), sorted by node."""
-    rows: list[dict[str, str | int | float]] = []
-    for s in sorted(snaps, key=lambda snap: snap.hostname):
-        rows.append(
-            {
-                "node": s.hostname,
-                "time": s.time.isoformat(timespec="seconds"),
-                "cpu %": round(s.cpu_percent, 1),
-                "cores": s.cpu_count,
-                "load 1/5/15": " ".join(f"{x:.2f}" for x in s.load_avg),
-                "mem GiB": f"{s.mem_used_bytes / GIB:.1f}/{s.mem_total_bytes / GIB:.1f}",
-                "mem %": round(s.mem_percent, 1),
-                "net in KiB/s": round(s.net_recv_rate / 1024, 1),
-                "net out KiB/s": round(s.net_sent_rate / 1024, 1),
-                "gpus": gpu_summary(s),
-            }
-        )
-    return rows
-
-
 # --- reading the machine -----------------------------------------------------------------------------------------
 def read_gpus() -> tuple[list[GpuSample], str | None]:
     """This node's GPUs through :mod:`opsflow.gpu`, or ``([], reason)``."""
@@ -127,16 +76,21 @@ def read_gpus() -> tuple[list[GpuSample], str | None]:
 
 
 def sample_node(
-    interval_s: float = 0.5, gpus: Callable[[], tuple[list[GpuSample], str | None]] = read_gpus
+    interval_s: float = 0.5,
+    gpus: Callable[[], tuple[list[GpuSample], str | None]] = read_gpus,
+    hostname: str | None = None,
 ) -> NodeSnapshot:
-    """Sample this node for ``interval_s`` seconds (CPU % and network rates are averages over it)."""
+    """Sample this node for ``interval_s`` seconds (CPU % and network rates are averages over it).
+
+    ``hostname``: the name to report (default ``socket.gethostname()``, the name the stack's workers carry).
+    """
     net0, t0 = psutil.net_io_counters(), time.monotonic()
     cpu = psutil.cpu_percent(interval=interval_s)
     net1, t1 = psutil.net_io_counters(), time.monotonic()
     mem = psutil.virtual_memory()
     gpu_list, note = gpus()
     return NodeSnapshot(
-        hostname=socket.gethostname(),
+        hostname=hostname or socket.gethostname(),
         time=datetime.now(UTC),
         cpu_percent=cpu,
         cpu_count=psutil.cpu_count() or 1,
@@ -151,3 +105,59 @@ def sample_node(
         gpus=gpu_list,
         gpu_note=note,
     )
+
+
+# --- publishing: one file per node under the store's root ---------------------------------------------------------
+def nodes_dir(root: Path) -> Path:
+    """Where the nodes of a store publish their samples: ``<root>/.nodes``."""
+    return Path(root) / NODES_DIR
+
+
+def publish_sample(root: Path, snapshot: NodeSnapshot, interval_s: float) -> Path:
+    """Write ``snapshot`` as its node's published sample (atomically); returns the file."""
+    path = nodes_dir(root) / sample_file_name(snapshot.hostname)
+    atomic_write_text(path, PublishedSample(interval_s=interval_s, snapshot=snapshot).model_dump_json(indent=1))
+    return path
+
+
+def publish_loop(
+    root: Path,
+    interval_s: float = 10.0,
+    hostname: str | None = None,
+    rounds: int | None = None,
+    on_sample: Callable[[Path, NodeSnapshot], None] | None = None,
+) -> int:
+    """Sample this node and publish it every ``interval_s`` seconds, ``rounds`` times (None: until killed).
+
+    CPU % and the network rates are averaged over the first second of each interval (or all of a shorter one).
+    Returns the number of samples written.
+    """
+    written = 0
+    while rounds is None or written < rounds:
+        started = time.monotonic()
+        snap = sample_node(min(1.0, interval_s), hostname=hostname)
+        path = publish_sample(root, snap, interval_s)
+        written += 1
+        if on_sample is not None:
+            on_sample(path, snap)
+        if rounds is not None and written >= rounds:
+            break
+        time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+    return written
+
+
+def read_published(root: Path) -> tuple[list[PublishedSample], list[str]]:
+    """Every node's published sample under ``root``, and one line per file that could not be read."""
+    samples: list[PublishedSample] = []
+    problems: list[str] = []
+    folder = nodes_dir(root)
+    if not folder.is_dir():
+        return samples, problems
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):  # a publisher's temporary file
+            continue
+        try:
+            samples.append(PublishedSample.model_validate_json(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable sample: {str(exc).splitlines()[0]}")
+    return samples, problems

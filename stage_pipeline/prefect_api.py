@@ -16,9 +16,12 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.events import emit_event
 from prefect.states import Crashed
 
+from opsflow.adapters.prefect_pools import workers_of_every_pool
 from opsflow.adapters.prefect_runs import answer_form, flow_run_state, form_ready, wait_for_form
+from stage_pipeline.node_table import WorkerView
 from stage_pipeline.steps import Decision
 
 PIPELINE_DEPLOYMENT = "pipeline-run/pipeline-run"
@@ -66,6 +69,23 @@ def flow_run_end(run_id: str) -> str | None:
     return f"{run.state.name}: {run.state.message or 'no message'}"
 
 
+def announce(what: str, project: str, stage: str | None, **payload: object) -> None:
+    """Event ``opsflow.pipeline.<what>`` (waiting, failed, lost, finished) with the project as its resource and
+    the stage as a related one, so a site routes notifications with an automation (README)."""
+    related = []
+    if stage is not None:
+        stage_id = f"opsflow.pipeline.stage.{project}.{stage}"
+        related.append(
+            {"prefect.resource.id": stage_id, "prefect.resource.role": "stage", "prefect.resource.name": stage}
+        )
+    emit_event(
+        event=f"opsflow.pipeline.{what}",
+        resource={"prefect.resource.id": f"opsflow.pipeline.project.{project}", "prefect.resource.name": project},
+        related=related,
+        payload={"project": project, "stage": stage, **payload},
+    )
+
+
 def mark_crashed(run_id: str, message: str) -> None:
     """Move a flow run whose process is gone (found by a stale heartbeat) to Crashed, so the UI tells the truth."""
     with get_client(sync_client=True) as client:
@@ -74,13 +94,23 @@ def mark_crashed(run_id: str, message: str) -> None:
             client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
 
 
+def read_workers() -> list[WorkerView]:
+    """Every worker of every work pool, as the node table joins them (name, pool, status, last heartbeat)."""
+    return [
+        WorkerView(name=w.name, pool=pool, status=w.status.value, last_heartbeat=w.last_heartbeat_time)
+        for pool, w in workers_of_every_pool()
+    ]
+
+
 __all__ = [
     "PIPELINE_DEPLOYMENT",
+    "announce",
     "answer",
     "flow_run_end",
     "flow_run_state",
     "form_ready",
     "mark_crashed",
+    "read_workers",
     "stage_deployment",
     "start_pipeline_run",
     "wait_for_form",

@@ -32,6 +32,8 @@ import requests
 from docker.errors import DockerException
 from pydantic import BaseModel, Field, model_validator
 
+from stage_pipeline.limit_probe import enforced, probe_host
+from stage_pipeline.limits import HostLimits, plan_limits
 from stage_pipeline.workspace import unprivileged_prefix
 
 POLL_S = 0.2
@@ -49,14 +51,17 @@ STREAMING_ENV = {"PYTHONUNBUFFERED": "1"}
 _TERMINATOR = re.compile(rb"\r\n|\r|\n")
 
 
-def area_env(resources: Path | str | None, inputs: Path | str | None) -> dict[str, str]:
+def area_env(
+    resources: Path | str | None, inputs: Path | str | None, asks: Path | str | None = None
+) -> dict[str, str]:
     """Where a stage finds the read-only areas: ``OPSFLOW_RESOURCES`` (the pool) and ``OPSFLOW_INPUT`` (its
-    project's uploaded input), as paths on the node or in the container.
+    project's uploaded input), as paths on the node or in the container; and ``OPSFLOW_ASK``, where it puts
+    requests for input while it runs (:mod:`stage_pipeline.stage_input`).
 
     >>> area_env("/resources", None)
     {'OPSFLOW_RESOURCES': '/resources'}
     """
-    found = {"OPSFLOW_RESOURCES": resources, "OPSFLOW_INPUT": inputs}
+    found = {"OPSFLOW_RESOURCES": resources, "OPSFLOW_INPUT": inputs, "OPSFLOW_ASK": asks}
     return {k: str(v) for k, v in found.items() if v is not None}
 
 
@@ -70,9 +75,12 @@ class StageJob(BaseModel):
     workdir: Path = Field(description="The attempt's workspace: cwd of a process, /workspace in a container")
     resources: Path | None = Field(None, description="Read-only resource pool, /resources in a container")
     inputs: Path | None = Field(None, description="The project's read-only input area, /input in a container")
+    asks: Path | None = Field(None, description="Where the stage asks for input, /opsflow-ask in a container")
     timeout_s: float | None = Field(None, gt=0, description="Killed after this many seconds; None: no limit")
-    gpus: int = Field(0, ge=0, description="Number of GPUs to request (containers)")
-    gpu_ids: list[str] = Field(default_factory=list, description="Specific GPU indexes or UUIDs (containers)")
+    cpus: float | None = Field(None, gt=0, description="CPU cores it may use; None: no limit")
+    memory_bytes: int | None = Field(None, gt=0, description="Memory it may use; None: no limit")
+    gpus: int = Field(0, ge=0, description="Number of GPUs it asks for")
+    gpu_ids: list[str] = Field(default_factory=list, description="The GPU indexes or UUIDs it holds (leased)")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels")
 
     @model_validator(mode="after")
@@ -220,20 +228,37 @@ class ShellRunner:
     is over when its main process is, and nothing may write to its workspace after it is sealed. If the runner
     itself dies, the stage keeps its session and is not killed here (its next write to the closed pipe usually
     ends it): the flow marks such an attempt lost.
+
+    ``job.cpus`` and ``job.memory_bytes`` are enforced as :func:`stage_pipeline.limits.plan_limits` decides for
+    this node (``host``: what :func:`stage_pipeline.limit_probe.probe_host` finds, probed per run by default).
     """
 
-    def __init__(self, prefix: list[str] | None = None, kill_grace_s: float = KILL_GRACE_S) -> None:
+    def __init__(
+        self, prefix: list[str] | None = None, kill_grace_s: float = KILL_GRACE_S, host: HostLimits | None = None
+    ) -> None:
         self.prefix = unprivileged_prefix() if prefix is None else prefix
         self.kill_grace_s = kill_grace_s
+        self.host = host
 
     def run(self, job: StageJob, on_line: Callable[[str], None], should_abort: Callable[[], bool]) -> RunOutcome:
         if job.image is not None:
             raise ValueError(f"stage {job.name}: ShellRunner cannot run image {job.image} (use DockerRunner)")
         started = _now()
-        env = {**STREAMING_ENV, **os.environ, **area_env(job.resources, job.inputs), **job.env}
+        host = self.host or probe_host()
+        plan = plan_limits(job.cpus, job.memory_bytes, host, job.name, gpus=job.gpus, unique=str(os.getpid()))
+        for note in plan.notes:  # what this node cannot enforce, in the stage's own log (and the run's)
+            on_line(f"opsflow: {note}")
+        with enforced(plan) as limits:
+            return self._run(job, [*limits, *self.prefix, *job.argv], started, on_line, should_abort)
+
+    def _run(
+        self, job: StageJob, argv: list[str], started: datetime, on_line: Callable[[str], None],
+        should_abort: Callable[[], bool],
+    ) -> RunOutcome:  # fmt: skip
+        env = {**STREAMING_ENV, **os.environ, **area_env(job.resources, job.inputs, job.asks), **job.env}
         try:
             proc = subprocess.Popen(
-                [*self.prefix, *job.argv], cwd=job.workdir, env=env, stdin=subprocess.DEVNULL,
+                argv, cwd=job.workdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:

@@ -140,3 +140,20 @@ def attempt_problem(project: Project, stage: str) -> str | None:
         return None
     what = last.outcome.value if last and last.outcome else "did not start"
     return f"{stage} attempt {last.attempt if last else '?'}: {what}"
+
+
+def too_little_disk(stage: str, free_bytes: int, min_free_bytes: int) -> str | None:
+    """Seed 002: free disk space is checked before a stage starts; with too little the project pauses with the
+    reason instead of failing mid-write (None: enough).
+
+    >>> too_little_disk("detect", 300 * 2**20, 2**30)
+    'too little disk: 300 MiB free in the store, detect starts with at least 1024 MiB'
+    >>> too_little_disk("detect", 2**31, 2**30) is None
+    True
+    """
+    if free_bytes >= min_free_bytes:
+        return None
+    return (
+        f"too little disk: {free_bytes // 2**20} MiB free in the store, {stage} starts with at least "
+        f"{min_free_bytes // 2**20} MiB"
+    )

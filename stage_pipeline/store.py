@@ -120,6 +120,11 @@ class ProjectStore:
         """The log file kept with the project for one stage attempt."""
         return self.project_dir(name) / "logs" / check_name(stage, "stage") / f"{attempt}.log"
 
+    def ask_dir(self, name: str, stage: str, attempt: int) -> Path:
+        """Where one stage attempt puts its requests for input and finds the answers (kept with the project, out
+        of the workspace, so a later stage's copy of it never holds an earlier stage's answers)."""
+        return self.project_dir(name) / "asks" / check_name(stage, "stage") / str(attempt)
+
     def heartbeat_path(self, name: str, stage: str, attempt: int) -> Path:
         """Touched every few seconds while an attempt runs: an old one means its worker is gone."""
         return self.project_dir(name) / "heartbeats" / f"{check_name(stage, 'stage')}.{attempt}"

@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -167,3 +167,52 @@ def one_line_error(stderr: str) -> bool:
     """Whether a command failed the opsflow way: one non-empty line on stderr and no traceback."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     return len(lines) == 1 and "Traceback" not in stderr
+
+
+@contextlib.contextmanager
+def plain_prefect_server(base: Path) -> Iterator[tuple[str, str]]:
+    """A plain ``prefect server start`` as a site runs one (its own PREFECT_HOME, SQLite and basic auth) on a free
+    port under ``base``; yields ``(api_url, "user:password")`` once healthy, stops it afterwards."""
+    import secrets
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    auth = f"site:{secrets.token_urlsafe(12)}"
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = clean_env(
+        PREFECT_HOME=str(base / "prefect"),
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{base / 'prefect.db'}",
+        PREFECT_SERVER_API_AUTH_STRING=auth,
+    )
+    prefect = str(Path(sys.executable).parent / "prefect")
+    argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"]
+    log = (base / "server.log").open("w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            return True  # ended: stop waiting, reported below
+        try:
+            user, _, password = auth.partition(":")
+            return httpx.get(f"{api_url}/health", auth=(user, password), timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout_s=180, every_s=0.5)
+        if proc.poll() is not None or not healthy():
+            unavailable(f"a plain `prefect server start` did not come up:\n{(base / 'server.log').read_text()[-2000:]}")
+        yield api_url, auth
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()

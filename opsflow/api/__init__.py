@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from opsflow.api.ci import CiAPI
     from opsflow.api.files import FilesAPI
     from opsflow.api.node_update import NodeUpdateAPI
+    from opsflow.api.nodes import NodesAPI
     from opsflow.api.pipelines import PipelinesAPI
     from opsflow.api.scaler import ScalerAPI
     from opsflow.api.trials import TrialsAPI
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 class Site:
     """A connection to one installation: its Prefect API, its Blocks and, for the local stack, its home.
 
-    Build it with :func:`connect`. Handles: :attr:`node_update`, :attr:`pipelines`, :meth:`scaler`.
+    Build it with :func:`connect`. Handles: :attr:`node_update`, :attr:`nodes`, :attr:`pipelines`, :meth:`scaler`.
     """
 
     def __init__(self, api_url: str, auth_string: str | None, block: str, home: Path, is_local: bool) -> None:
@@ -133,6 +134,13 @@ class Site:
         from opsflow.api.node_update import NodeUpdateAPI
 
         return NodeUpdateAPI(self)
+
+    @cached_property
+    def nodes(self) -> NodesAPI:
+        """Node monitoring: every node's published CPU, memory, network and GPUs, joined with the workers."""
+        from opsflow.api.nodes import NodesAPI
+
+        return NodesAPI(self)
 
     @cached_property
     def pipelines(self) -> PipelinesAPI:

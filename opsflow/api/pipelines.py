@@ -413,6 +413,18 @@ class ProjectHandle:
             project=self.name, run_id=waiting.run_id, stage=waiting.stage, when=waiting.when, action=decision.action
         )
 
+    def answer_input(self, values: Mapping[str, Any], timeout: float = 60.0) -> str:
+        """Answer the form of a stage that asked for input while it runs (the same form as in the Prefect UI; the
+        server checks ``values`` against the stage's schema). Returns the stage run's id."""
+        run_id = next((a.run_id for a in reversed(self.status.running_attempts()) if a.run_id), None)
+        if run_id is None:
+            raise ProjectStateError(f"{self.name} has no running stage that could ask for input")
+        from opsflow.adapters.prefect_runs import answer_form
+
+        with self.api.prefect(f"answer the input of {self.name}"):
+            answer_form(run_id, dict(values), timeout)
+        return run_id
+
     def resume(
         self,
         stage: str | None = None,

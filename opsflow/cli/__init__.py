@@ -29,6 +29,7 @@ from rich.table import Table
 from opsflow.cli._utilities import console, exit_with_error, group
 from opsflow.cli.ci import app as ci_app
 from opsflow.cli.files import app as files_app
+from opsflow.cli.nodes import app as nodes_app
 from opsflow.cli.nu import app as nu_app
 from opsflow.cli.pipeline import pipeline_app, project_app
 from opsflow.cli.scaler import app as scaler_app
@@ -46,6 +47,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(ci_app, name="ci")
 app.add_typer(trials_app, name="trials")
 app.add_typer(files_app, name="files")
+app.add_typer(nodes_app, name="nodes")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Stack directory (default: $OPSFLOW_HOME or ./.state)")]
 
@@ -113,20 +115,6 @@ def env(home: HomeOpt = None) -> None:
 
     for key, value in stack_env(_cfg(home)).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
-
-
-@app.command()
-def nodes() -> None:
-    """CPU, memory, network I/O and GPUs of this node (the `node-monitor` flow reports each worker node)."""
-    from stage_pipeline.monitor import sample_node, snapshot_rows
-
-    snap = sample_node(1.0)
-    (row,) = snapshot_rows([snap])
-    table = Table(*row.keys())
-    table.add_row(*(str(v) for v in row.values()))
-    console.print(table)
-    if snap.gpu_note:
-        console.print(f"GPUs: none ({snap.gpu_note})")
 
 
 @app.command()

@@ -36,6 +36,9 @@ class StackConfig(BaseModel):
     node_check_every_s: float = Field(
         60.0, gt=0, description="Seconds between two `opsflow nu check` rounds over every Slurm node (the seed's cron)"
     )
+    node_sample_every_s: float = Field(
+        10.0, gt=0, description="Seconds between two samples of this node published for the node monitor"
+    )
     spark_worker_memory: str = Field("1g", description="Memory offered by each Spark worker")
     prometheus_port: int = Field(9090, description="Prometheus web/API")
     metrics_port: int = Field(9464, description="opsflow's own Prometheus metrics endpoint")

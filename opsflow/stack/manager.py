@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "podman": "opsflow.stack.podman:PodmanComponent",
     "worker-cpu": "opsflow.stack.prefect:CpuWorkerComponent",
     "worker-gpu": "opsflow.stack.prefect:GpuWorkerComponent",
+    "nodes": "opsflow.stack.nodes:NodePublisherComponent",
     "gitlab": "opsflow.stack.ci:GitLabStandInComponent",
     "webhook": "opsflow.stack.ci:WebhookComponent",
     "files": "opsflow.stack.files:FileServiceComponent",

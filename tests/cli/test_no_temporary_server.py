@@ -34,6 +34,8 @@ NO_SERVER = [
     ["scaler", "preview", "--config", SCALER_CONFIG],
     ["scaler", "status", "--config", SCALER_CONFIG],
     ["trials", "validate", TRIAL],
+    ["nodes"],
+    ["nodes", "--local"],
 ]
 #: The commands that only read files: they must not import Prefect.
 READ_ONLY = [
@@ -45,6 +47,7 @@ READ_ONLY = [
     ["scaler", "preview", "--config", SCALER_CONFIG],
     ["scaler", "status", "--config", SCALER_CONFIG],
     ["trials", "validate", TRIAL],
+    ["nodes", "--local"],
 ]
 #: The ones that must also succeed with nothing running.
 SUCCEED_WITHOUT_SERVER = [
@@ -53,6 +56,8 @@ SUCCEED_WITHOUT_SERVER = [
     ["nu", "list"],
     ["pipeline", "validate", DEFINITION],
     ["trials", "validate", TRIAL],
+    ["nodes"],
+    ["nodes", "--local"],
 ]
 
 #: Runs the typer app in-process, then says whether Prefect got imported and from where (our frames only).

@@ -7,6 +7,7 @@ it through the same functions as the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -128,6 +129,28 @@ def test_pause_after_the_current_stage_then_resume(pipelines: PipelineStore) -> 
     assert [a.stage for a in p.history] == ["slow", "after"]
 
 
+THREE_STAGES = """\
+- {name: one, command: [sh, -c, 'echo one']}
+- {name: two, command: [sh, -c, 'echo two'], approval: {mode: after}}
+- {name: three, command: [sh, -c, 'echo three']}
+"""
+
+
+def test_pause_after_without_a_chosen_stage_counts_from_where_the_project_stopped(pipelines: PipelineStore) -> None:
+    """Issue 12: ``pause_after`` with no start stage pauses after the stage the run really started at, also when
+    that stage's approval suspended the run in between (the re-entered run still knows where it started)."""
+    define(pipelines, "stepwise", THREE_STAGES)
+    projects = new_project(pipelines, "step1", "stepwise")
+    start_pipeline_run("step1", pause_after=True)
+    p = wait_for(projects, "step1", status_is(ProjectStatus.PAUSED, ProjectStatus.FINISHED))
+    assert [a.stage for a in p.history] == ["one"] and p.reason == "paused after one as asked at start", p.reason
+    start_pipeline_run("step1", pause_after=True)
+    p = wait_for(projects, "step1", status_is(ProjectStatus.WAITING, ProjectStatus.FINISHED))
+    answer(p.waiting.run_id, Decision(action="continue"))  # type: ignore[union-attr]
+    p = wait_for(projects, "step1", status_is(ProjectStatus.PAUSED, ProjectStatus.FINISHED))
+    assert [a.stage for a in p.history] == ["one", "two"] and p.stages["three"] == StageState.PAUSED, p.reason
+
+
 def test_abort_kills_the_stage_process_tree_and_pauses(pipelines: PipelineStore) -> None:
     define(pipelines, "aborting", "- {name: long, command: [sh, -c, 'sleep 1000 & sleep 1001; wait']}\n")
     projects = new_project(pipelines, "abort1", "aborting")
@@ -151,6 +174,87 @@ def test_a_gpu_stage_without_a_gpu_worker_pauses_with_no_fitting_node(pipelines:
     p = wait_for(projects, "gpu1", status_is(ProjectStatus.PAUSED))
     assert p.reason.startswith("no fitting node") and "'gpu'" in p.reason
     assert p.history == [] and p.stages["train"] == StageState.PAUSED
+
+
+def test_events_of_a_failed_and_a_finished_project_and_a_pause_for_too_little_disk(pipelines: PipelineStore) -> None:
+    """Issue 12: ``opsflow.pipeline.failed`` / ``.finished`` with the project (and stage) as resources, for a site's
+    automations; a store with less free space than ``min_free_mb`` pauses before the stage instead of starting it."""
+    define(pipelines, "events", "- {name: only, command: [sh, -c, 'exit ${CODE:-0}']}\n")
+    projects = new_project(pipelines, "evfail", "events")
+    new_project(pipelines, "evdone", "events")
+    new_project(pipelines, "evdisk", "events")
+    tight = PipelineStore(root=pipelines.root, docker_block=pipelines.docker_block, min_free_mb=2**40)
+    tight.save("tightdisk", overwrite=True)
+    start_pipeline_run("evfail", env={"CODE": "3"})
+    start_pipeline_run("evdone")
+    start_pipeline_run("evdisk", store_block="tightdisk")
+    failed = wait_for(projects, "evfail", status_is(ProjectStatus.PAUSED))
+    assert failed.reason == "only attempt 1: failed", failed.reason
+    assert wait_for(projects, "evdone", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED)).status == (
+        ProjectStatus.FINISHED
+    )
+    tight_one = wait_for(projects, "evdisk", status_is(ProjectStatus.PAUSED))
+    assert tight_one.reason.startswith("too little disk: ") and "only starts with at least" in tight_one.reason
+    assert tight_one.history == []
+
+    async def events() -> list[dict[str, Any]]:
+        names = ["opsflow.pipeline.failed", "opsflow.pipeline.finished"]
+        async with get_client() as client:
+            found = await client._client.post("/events/filter", json={"filter": {"event": {"name": names}}})
+            found.raise_for_status()
+        return list(found.json()["events"])
+
+    def both() -> dict[str, dict[str, Any]] | None:
+        seen = {e["resource"]["prefect.resource.id"]: e for e in asyncio.run(events())}
+        wanted = ("opsflow.pipeline.project.evfail", "opsflow.pipeline.project.evdone")
+        return seen if all(w in seen for w in wanted) else None
+
+    seen = wait_until(both, timeout_s=60)
+    assert seen, "no opsflow.pipeline events for evfail and evdone"
+    fail = seen["opsflow.pipeline.project.evfail"]
+    assert fail["event"] == "opsflow.pipeline.failed" and fail["payload"]["reason"] == "only attempt 1: failed"
+    assert fail["related"][0]["prefect.resource.id"] == "opsflow.pipeline.stage.evfail.only"
+    assert seen["opsflow.pipeline.project.evdone"]["event"] == "opsflow.pipeline.finished"
+
+
+ASKING_STAGE = """\
+- name: tune
+  command:
+    - sh
+    - -c
+    - |
+      echo '{"description": "Pick the threshold", "schema": {"properties": {"threshold": {"type": "integer",
+       "minimum": 1}}, "required": ["threshold"]}}' > "$OPSFLOW_ASK/.tune"
+      mv "$OPSFLOW_ASK/.tune" "$OPSFLOW_ASK/tune.request.json"
+      while [ ! -e "$OPSFLOW_ASK/tune.answer.json" ]; do sleep 0.2; done
+      cp "$OPSFLOW_ASK/tune.answer.json" answer.json
+"""
+
+
+def test_a_stage_asks_for_input_while_it_runs_and_continues_with_the_answer(pipelines: PipelineStore) -> None:
+    """Seed 003 / issue 12: the stage writes a request with a JSON schema; its run pauses with a form built from
+    it (the server refuses an answer outside the schema); the answer reaches the waiting stage, which goes on."""
+    from opsflow.adapters.prefect_runs import answer_form
+    from opsflow.errors import AdapterError
+
+    define(pipelines, "asking", ASKING_STAGE)
+    projects = new_project(pipelines, "ask1", "asking")
+    start_pipeline_run("ask1")
+    p = wait_for(
+        projects, "ask1",
+        lambda q: "asks for input 'tune'" in q.reason or q.status in (ProjectStatus.PAUSED, ProjectStatus.FINISHED),
+    )  # fmt: skip
+    assert p.status == ProjectStatus.RUNNING, p.reason
+    stage_run_id = p.attempts_of("tune")[0].run_id
+    assert stage_run_id is not None
+    assert wait_until(lambda: flow_run_state(stage_run_id) == "PAUSED", timeout_s=60)
+    with pytest.raises(AdapterError):
+        answer_form(stage_run_id, {"threshold": 0})  # below the schema's minimum
+    assert flow_run_state(stage_run_id) == "PAUSED"
+    answer_form(stage_run_id, {"threshold": 7})
+    p = wait_for(projects, "ask1", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED))
+    assert p.status == ProjectStatus.FINISHED, p.reason
+    assert json.loads(workspace_file(projects, "ask1", "tune", 1, "answer.json").read_text()) == {"threshold": 7}
 
 
 def test_a_stage_cannot_modify_an_earlier_stage_output(pipelines: PipelineStore) -> None:
@@ -220,6 +324,45 @@ def test_a_worker_killed_during_a_stage_leaves_it_failed_and_the_project_resumab
         assert client.read_flow_run(UUID(lost.run_id)).state.type.value == "CRASHED"  # type: ignore[union-attr]
 
 
+def test_a_stage_whose_node_stops_answering_is_found_lost_by_the_waiting_project_run(
+    stack: StackConfig, pipelines: PipelineStore
+) -> None:
+    """Issue 12: the watchdog. The stage's node stops (its worker, the stage-run process and the stage, frozen with
+    SIGSTOP, so nobody is left to report anything) while the project run, on another node, waits for it: the
+    project run sees the heartbeat go stale, marks the stage's run Crashed and pauses the project with the reason,
+    without a resume. (Frozen rather than killed: here the project run's output goes through the same worker.)"""
+    define(pipelines, "watchdog", "- {name: long, command: [sh, -c, 'sleep 1003']}\n- {name: end, command: ['true']}\n")
+    projects = new_project(pipelines, "watch1", "watchdog")
+    project_run = start_pipeline_run("watch1")
+    wait_for(projects, "watch1", lambda q: q.stages["long"] == StageState.RUNNING)
+    assert wait_until(lambda: _sleepers("1003"), timeout_s=60)
+    stage_run_id = projects.get("watch1").attempts_of("long")[0].run_id
+    worker = running_process(stack.home, "worker-cpu")
+    assert worker is not None and stage_run_id is not None
+    stage_node = [c for c in worker.children(recursive=True) if _flow_run_of(c) == stage_run_id]
+    assert stage_node, "no process of the stage's flow run under the worker"
+    stage_node += [p for p in _sleepers("1003") if p not in stage_node]
+    for frozen in [worker, *stage_node]:
+        frozen.suspend()
+    try:
+        _age_heartbeats(projects, "watch1")  # stale now rather than in 30 s
+        p = wait_for(projects, "watch1", status_is(ProjectStatus.PAUSED, ProjectStatus.FINISHED), timeout_s=60)
+        assert p.status == ProjectStatus.PAUSED and "its worker is gone" in p.reason, p.reason
+        assert p.attempts_of("long")[0].outcome == AttemptOutcome.LOST and p.history[1:] == []
+        assert flow_run_state(stage_run_id) == "CRASHED"
+    finally:
+        kill_and_wait(stage_node)  # that node is gone for good; the worker lives on
+        worker.resume()
+    assert wait_until(lambda: flow_run_state(str(project_run.id)) == "COMPLETED", timeout_s=30)
+
+
+def _flow_run_of(process: psutil.Process) -> str | None:
+    try:
+        return process.environ().get("PREFECT__FLOW_RUN_ID")
+    except psutil.Error:
+        return None
+
+
 def _age_heartbeats(projects: ProjectStore, name: str) -> None:
     """The heartbeat is taken as stale after 30 s; make it so now rather than wait."""
     import os
@@ -228,20 +371,26 @@ def _age_heartbeats(projects: ProjectStore, name: str) -> None:
         os.utime(beat, (time.time() - 3600, time.time() - 3600))
 
 
-def test_node_monitor_deployment_reports_the_worker_node(stack: StackConfig) -> None:
+def test_node_monitor_deployment_reports_every_node_in_one_table(stack: StackConfig) -> None:
+    """The stack's `nodes` component publishes this machine; the run joins it with the workers of every pool."""
     import socket
 
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    from flows.node_monitor import artifact_key
+    from flows.node_monitor import ARTIFACT_KEY
     from opsflow.stack.demo import run_and_wait
 
-    run = run_and_wait("node-monitor/node-monitor", {"interval_s": 0.5}, timeout_s=180)
+    run = run_and_wait("node-monitor/node-monitor", {}, timeout_s=180)
     assert run.state is not None and run.state.is_completed(), run.state
-    key = artifact_key(socket.gethostname())
+    ours = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])
+    )
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    assert found, f"no artifact {key}"
+        found = client.read_artifacts(artifact_filter=ours)
+    assert len(found) == 1, f"not one {ARTIFACT_KEY} artifact of run {run.id}: {found}"
     data: Any = found[0].data
-    row = (json.loads(data) if isinstance(data, str) else data)[0]  # a table artifact's rows, stored as JSON
-    assert row["node"] == socket.gethostname() and 0 <= row["cpu %"] <= 100 and row["cores"] >= 1
+    rows = json.loads(data) if isinstance(data, str) else data  # a table artifact's rows, stored as JSON
+    (row,) = [r for r in rows if r["node"] == socket.gethostname()]
+    assert "cpu ONLINE" in row["pools"] and f"opsflow-cpu-{socket.gethostname()}" in row["workers"], row
+    assert row["sample"].endswith(" ago") and not row["sample"].startswith(("STALE", "MISSING")), row
+    assert 0 <= row["cpu %"] <= 100 and row["cores"] >= 1, row

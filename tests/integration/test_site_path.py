@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from opsflow.stack.config import StackConfig
 from opsflow.stack.env import api_auth_string
 from opsflow.stack.manager import down, up
 from opsflow.stack.process import stack_processes
-from tests.support import clean_env, free_port, one_line_error, unavailable, wait_until
+from tests.support import clean_env, one_line_error, plain_prefect_server, unavailable
 
 pytestmark = pytest.mark.stack
 
@@ -135,46 +133,14 @@ def deploy_pipeline_run(server: Server, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def site_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("site-b")
-    port = free_port()
-    auth = f"site:{secrets.token_urlsafe(12)}"
-    server = Server(f"http://127.0.0.1:{port}/api", auth, base / "store", base / "node-update")
-    env = clean_env(
-        PREFECT_HOME=str(base / "prefect"),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{base / 'prefect.db'}",
-        PREFECT_SERVER_API_AUTH_STRING=auth,
-    )
-    argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"]
-    log = (base / "server.log").open("w")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            return True  # ended: stop waiting, reported below
-        try:
-            user, _, password = auth.partition(":")
-            return httpx.get(f"{server.api_url}/health", auth=(user, password), timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(healthy, timeout_s=180, every_s=0.5)
-        if proc.poll() is not None or not healthy():
-            unavailable(f"a plain `prefect server start` did not come up:\n{(base / 'server.log').read_text()[-2000:]}")
+    with plain_prefect_server(base) as (api_url, auth):
+        server = Server(api_url, auth, base / "store", base / "node-update")
         (server.store_root / "pipelines").mkdir(parents=True)
         (server.store_root / "pipelines" / "bravo.yaml").write_text(DEFINITION.format(name="bravo"))
         save_ledger(server.nu_root, "nidb01")
         register_site_blocks(server)
         deploy_pipeline_run(server, base)
         yield server
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,8 @@ PURE_CORES = (
     "stage_pipeline.logscan",
     "stage_pipeline.steps",
     "stage_pipeline.file_rules",
+    "stage_pipeline.limits",
+    "stage_pipeline.node_table",
     "ci_training.models",
     "ci_training.rules",
     "ci_training.submit",
