@@ -1,16 +1,18 @@
-"""What running stages as Prefect flow runs costs: the gap between two stages, and from a resume to the next stage.
+"""What running stages as Prefect flow runs costs: the gap between two stages, and from an answer to the next stage.
 
-Run: `.venv/bin/python benchmarks/stage_overhead.py` (about 3 minutes). A fresh temporary home with ports shifted
-by 27000 gets the Prefect server and its cpu worker (`up --only worker-cpu`); it is stopped at
-the end. A 10-stage pipeline of trivial stages (`sh -c 'echo stage N > stage-N.txt'`) runs as a project: each
-stage is a `stage-run/cpu` child flow run of `pipeline-run`, started by the worker as its own process. Stage 5
-asks for a decision after it; the benchmark answers it through the API and measures from the answer to stage 6's
-start. Baseline, in the same process: the same 10 commands chained by a plain `subprocess.run` loop (each with
-the same `setpriv` prefix as the shell runner uses as root).
+Run: `.venv/bin/python benchmarks/stage_overhead.py` (about 4 minutes). A fresh temporary home with ports shifted
+by 27000 gets the Prefect server and its cpu worker (`up --only worker-cpu`); it is stopped at the end. A 10-stage
+pipeline of trivial stages (`sh -c 'echo stage N > stage-N.txt'`) runs as a project twice in the same run: first
+with no warm engine on the node (the deployments' `opsflow-engine` then starts the cold `python -m prefect.engine`
+per flow run, today's path: the baseline), then with the node's warm engine (`up --only warm-engine`: each flow
+run a fork of a pre-imported engine). Each stage is a `stage-run/cpu` child flow run of `pipeline-run`. Stage 5
+asks for a decision after it: the cold project's is answered through the API, the warm one's by
+`opsflow project resume` (timed); both measured from the answer to stage 6's start. Baseline of all, in the same
+process: the same 10 commands chained by a plain `subprocess.run` loop (with the shell runner's `setpriv` prefix).
 
 Figures: median seconds from one stage's end to the next stage's start (attempt times recorded by the store);
-median seconds from one stage's start to the next one's start, next to the same for the loop, and their ratio;
-seconds from the answer to the next stage's start.
+median seconds from one stage's start to the next one's start, next to the loop's, and their ratios; seconds
+from the answer to the next stage's start; warm over cold.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opsflow.stack.config import StackConfig
-from opsflow.stack.env import prefect_client_settings
+from opsflow.stack.env import child_env, prefect_client_settings
 from opsflow.stack.manager import down, up
 from stage_pipeline.workspace import unprivileged_prefix
 
@@ -57,51 +61,115 @@ def baseline_steps(workdir: Path, stages: int = STAGES) -> list[float]:
     return [starts[i + 1] - starts[i] for i in range(stages)]
 
 
-def main() -> int:
+@dataclass
+class Figures:
+    gaps: list[float]
+    steps: list[float]
+    resume: float
+    cli_s: float | None = None
+    #: Medians of the gap's parts: the project run creating the next stage's run, the worker starting it (picked
+    #: up, engine up, state Running), the flow until the attempt begins.
+    parts: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def gap(self) -> float:
+        return statistics.median(self.gaps)
+
+    @property
+    def step(self) -> float:
+        return statistics.median(self.steps)
+
+
+def run_project(name: str, cli_env: dict[str, str] | None = None) -> Figures:
+    """Run the benchmark's pipeline as project ``name`` on the stack the client points at; its figures. With
+    ``cli_env`` the decision is answered by `opsflow project resume NAME` (timed), else through the API."""
     from blocks import PipelineStore, load_block
     from stage_pipeline.models import ProjectStatus
     from stage_pipeline.prefect_api import answer, start_pipeline_run
     from stage_pipeline.steps import Decision
 
-    home = Path(tempfile.mkdtemp(prefix="opsflow-stage-overhead-"))
-    cfg = StackConfig(home=home).shifted(PORT_OFFSET)
-    base = baseline_steps(Path(tempfile.mkdtemp(prefix="opsflow-stage-baseline-")))
-    try:
-        up(cfg, only=["worker-cpu"], echo=lambda _: None)
-        with prefect_client_settings(cfg):
-            store = load_block(PipelineStore, "local")
-            store.library().save(pipeline_yaml())
-            projects = store.projects()
-            library = store.library()
-            projects.create("bench", library.get("overhead"), library.text("overhead"))
-            start_pipeline_run("bench")
-            deadline = time.monotonic() + 600
-            p = projects.get("bench")
-            while p.status != ProjectStatus.WAITING and time.monotonic() < deadline:
-                time.sleep(0.2)
-                p = projects.get("bench")
-            assert p.waiting is not None, f"never reached the decision: {p.status} {p.reason}"
-            time.sleep(2)  # the run is suspended (its process exits) a moment after the project says WAITING
-            answered = time.time()
-            answer(p.waiting.run_id, Decision(action="continue"))
-            while p.status not in (ProjectStatus.FINISHED, ProjectStatus.PAUSED) and time.monotonic() < deadline:
-                time.sleep(0.5)
-                p = projects.get("bench")
-            assert p.status == ProjectStatus.FINISHED, f"{p.status} {p.reason}"
-    finally:
-        down(cfg, echo=lambda _: None)
+    store = load_block(PipelineStore, "local")
+    store.library().save(pipeline_yaml())
+    projects = store.projects()
+    library = store.library()
+    projects.create(name, library.get("overhead"), library.text("overhead"))
+    start_pipeline_run(name)
+    deadline = time.monotonic() + 600
+    p = projects.get(name)
+    while p.status != ProjectStatus.WAITING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        p = projects.get(name)
+    assert p.waiting is not None, f"never reached the decision: {p.status} {p.reason}"
+    time.sleep(2)  # the run is suspended (its process exits) a moment after the project says WAITING
+    answered = time.time()
+    cli_s = None
+    if cli_env is None:
+        answer(p.waiting.run_id, Decision(action="continue"))
+    else:
+        opsflow = str(Path(sys.executable).parent / "opsflow")
+        subprocess.run([opsflow, "project", "resume", name], env=cli_env, check=True, capture_output=True)
+        cli_s = time.time() - answered
+    while p.status not in (ProjectStatus.FINISHED, ProjectStatus.PAUSED) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        p = projects.get(name)
+    assert p.status == ProjectStatus.FINISHED, f"{p.status} {p.reason}"
     runs = sorted(p.history, key=lambda a: a.started)
     pairs = [i for i in range(len(runs) - 1) if i + 1 != DECISION_AFTER]  # the decision's wait is measured apart
     gaps = [(runs[i + 1].started - runs[i].ended).total_seconds() for i in pairs]  # type: ignore[operator]
     steps = [(runs[i + 1].started - runs[i].started).total_seconds() for i in pairs]
-    resume = runs[DECISION_AFTER].started.timestamp() - answered
-    gap, step, loop_step = statistics.median(gaps), statistics.median(steps), statistics.median(base)
+    parts = gap_parts([(runs[i], runs[i + 1]) for i in pairs])
+    return Figures(gaps=gaps, steps=steps, resume=runs[DECISION_AFTER].started.timestamp() - answered, cli_s=cli_s,
+                   parts=parts)  # fmt: skip
+
+
+def gap_parts(pairs: list[tuple[Any, Any]]) -> tuple[float, float, float]:
+    """Where a gap goes, from the next stage's flow run as the server recorded it (medians)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    create, start, body = [], [], []
+    with get_client(sync_client=True) as client:
+        for before, after in pairs:
+            run = client.read_flow_run(UUID(after.run_id))
+            if run.start_time is None:
+                continue
+            create.append((run.created - before.ended).total_seconds())
+            start.append((run.start_time - run.created).total_seconds())  # type: ignore[operator]
+            body.append((after.started - run.start_time).total_seconds())
+    return statistics.median(create), statistics.median(start), statistics.median(body)
+
+
+def main() -> int:
+    home = Path(tempfile.mkdtemp(prefix="opsflow-stage-overhead-"))
+    cfg = StackConfig(home=home).shifted(PORT_OFFSET)
+    loop_step = statistics.median(baseline_steps(Path(tempfile.mkdtemp(prefix="opsflow-stage-baseline-"))))
+    try:
+        up(cfg, only=["worker-cpu"], echo=lambda _: None)
+        with prefect_client_settings(cfg):
+            cold = run_project("cold")  # no warm engine on the node: `opsflow-engine` starts the cold engine
+            up(cfg, only=["warm-engine"], echo=lambda _: None)
+            warm = run_project("warm", cli_env=child_env(cfg))
+    finally:
+        down(cfg, echo=lambda _: None)
     print(f"{STAGES} trivial stages, Prefect server + process worker on this machine (home {home})")
-    print(f"stage end → next stage start, median of {len(gaps)}: {gap:.2f} s (a plain loop has no gap: ~0)")
-    print(f"stage start → next stage start, median: {step:.2f} s as flow runs, {loop_step * 1000:.1f} ms in a plain "
-          f"subprocess loop: {step / loop_step:,.0f}x")  # fmt: skip
-    print(f"answer to the decision → next stage start: {resume:.2f} s ({resume / loop_step:,.0f}x a loop step)")
-    print(f"all gaps (s): {', '.join(f'{g:.2f}' for g in gaps)}")
+    print(f"{'':34} {'warm engine':>12} {'cold (baseline)':>16} {'warm / cold':>12}")
+    for label, w, c in (
+        (f"stage end → next start (median {len(warm.gaps)})", warm.gap, cold.gap),
+        ("stage start → next start (median)", warm.step, cold.step),
+        ("answer → next stage start", warm.resume, cold.resume),
+    ):
+        print(f"{label:34} {w:11.2f}s {c:15.2f}s {w / c:11.2f}x")
+    print(f"a plain subprocess loop step: {loop_step * 1000:.1f} ms; stage start → next start as flow runs: "
+          f"{warm.step / loop_step:,.0f}x warm, {cold.step / loop_step:,.0f}x cold")  # fmt: skip
+    for label, f in (("warm", warm), ("cold", cold)):
+        print(f"{label}: a gap's parts (medians): next run created {f.parts[0]:.2f} s after the stage's end, "
+              f"Running {f.parts[1]:.2f} s later, the attempt begins {f.parts[2]:.2f} s after that")
+    if warm.cli_s is not None:
+        print(f"warm: `opsflow project resume` (the CLI answering the form) returned after {warm.cli_s:.2f} s; the "
+              "answer above is counted from the moment the command was started")  # fmt: skip
+    print(f"all gaps (s), warm: {', '.join(f'{g:.2f}' for g in warm.gaps)}")
+    print(f"all gaps (s), cold: {', '.join(f'{g:.2f}' for g in cold.gaps)}")
     return 0
 
 

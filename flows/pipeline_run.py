@@ -43,8 +43,9 @@ from stage_pipeline.steps import (
 )
 from stage_pipeline.store import ProjectStore
 
-#: How often a project run looks at its stage's run and heartbeat while it waits for it.
-WATCH_S = 1.0
+#: How often a project run looks at its stage's attempt in the store, and at its run and heartbeat in Prefect.
+WATCH_S = 0.1
+STATE_EVERY_S = 1.0
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
@@ -66,16 +67,29 @@ def decision_form(definition: PipelineDefinition, stage: str, when: When, descri
     return model.with_initial_data(description=f"{text}\n\n{description}".strip())
 
 
-def _watch_stage(store: ProjectStore, project: str, run_id: str) -> str:
-    """Wait for the stage's run to end; how it ended, in words. Meanwhile a watchdog reads the heartbeats of the
-    project's running attempts: one gone silent while its run still looks alive in Prefect means its worker died
-    with it (nobody is left to report the crash), so the run is marked Crashed now rather than at the next resume.
+def _watch_stage(store: ProjectStore, project: str, stage: str, attempts_before: int, run_id: str) -> str:
+    """Wait for the stage's attempt to end; how it ended, in words.
+
+    The store says first: the stage records its attempt's end before its run writes the artifacts and its final
+    state, so the next stage starts without waiting for that (issue 15). Every :data:`STATE_EVERY_S` the run's
+    state in Prefect tells a run that ended without recording its attempt, and a watchdog reads the heartbeats of
+    the project's running attempts: one gone silent while its run still looks alive in Prefect means its worker
+    died with it (nobody is left to report the crash), so the run is marked Crashed now rather than at the next
+    resume.
     """
+    next_state_check = 0.0
     while True:
+        p = store.get(project)
+        attempts = p.attempts_of(stage)
+        if len(attempts) > attempts_before and attempts[-1].outcome is not None:
+            return f"{stage} attempt {attempts[-1].attempt} ended {attempts[-1].outcome.value}"
+        if time.monotonic() < next_state_check:
+            time.sleep(WATCH_S)
+            continue
+        next_state_check = time.monotonic() + STATE_EVERY_S
         state = flow_run_state(run_id)
         if state in FINAL_STATES:
             return f"stage-run ended {state} mid-stage"
-        p = store.get(project)
         silent = p.silent_attempts(store.heartbeats(p), datetime.now(UTC))
         if silent:
             why = ", ".join(x.heartbeat for x in silent)
@@ -210,6 +224,7 @@ def pipeline_run(
         if not online_workers(spec.pool):
             return _pause(store, project, no_fitting_node(spec), before=stage)
         logger.info("%s: %s on pool %s with env %s", project, stage, spec.pool, step.env)
+        attempts_before = len(store.get(project).attempts_of(stage))
         child = cast(
             FlowRun,
             run_deployment(  # typed as maybe-a-coroutine; a FlowRun in this sync flow
@@ -219,7 +234,7 @@ def pipeline_run(
                 timeout=0,  # returns at once: _watch_stage waits, and also watches the stage's heartbeat
             ),
         )
-        ended = _watch_stage(store, project, str(child.id))
+        ended = _watch_stage(store, project, stage, attempts_before, str(child.id))
         p = store.get(project)
         if p.running_attempts():  # the stage's run ended without closing its attempt: its process died
             store.recover_stale(project, ended)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from opsflow.errors import AdapterError, NotFoundError
 
 if TYPE_CHECKING:
+    from opsflow.adapters.prefect_rest import PrefectRest
     from opsflow.api.ci import CiAPI
     from opsflow.api.files import FilesAPI
     from opsflow.api.node_update import NodeUpdateAPI
@@ -70,6 +71,12 @@ class Site:
             updates[PREFECT_API_AUTH_STRING] = self._auth_string
         with temporary_settings(updates=updates):
             yield
+
+    def rest(self) -> PrefectRest:
+        """A few REST calls against this site's Prefect API without importing Prefect (answering a form)."""
+        from opsflow.adapters.prefect_rest import PrefectRest
+
+        return PrefectRest(self.api_url, self._auth_string)
 
     def start_deployment(self, deployment: str, parameters: dict[str, Any]) -> tuple[str, str, str]:
         """Create a run of ``deployment`` (``flow/deployment``) on this site; returns at once: id, name, UI link.

@@ -116,6 +116,11 @@ class StackConfig(BaseModel):
         return f"http://127.0.0.1:{self.files_port}"
 
     @property
+    def warm_engine_socket(self) -> Path:
+        """The unix socket of this node's warm engine (:mod:`warm_engine`)."""
+        return self.home / "run" / "warm-engine.sock"
+
+    @property
     def gitlab_url(self) -> str:
         return f"http://127.0.0.1:{self.gitlab_port}"
 

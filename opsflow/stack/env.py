@@ -49,7 +49,9 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "PREFECT_HOME": str(cfg.home / "prefect"),
         "PREFECT_API_URL": cfg.prefect_api_url,
         "PREFECT_API_AUTH_STRING": api_auth_string(cfg),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "0.25",  # a stage starts within a second of the previous one (issue 15)
+        # Where `opsflow-engine` (the pipeline deployments' command) finds this node's warm engine.
+        "OPSFLOW_WARM_SOCKET": str(cfg.warm_engine_socket),
         "SLURM_CONF": str(cfg.slurm_conf),
         "SPARK_HOME": spark_home(),
         # Drivers started from a flow or a shell get the stack's defaults (master, decommission, metrics).

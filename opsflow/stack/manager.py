@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "worker-cpu": "opsflow.stack.prefect:CpuWorkerComponent",
     "worker-gpu": "opsflow.stack.prefect:GpuWorkerComponent",
     "nodes": "opsflow.stack.nodes:NodePublisherComponent",
+    "warm-engine": "opsflow.stack.warm:WarmEngineComponent",
     "gitlab": "opsflow.stack.ci:GitLabStandInComponent",
     "webhook": "opsflow.stack.ci:WebhookComponent",
     "files": "opsflow.stack.files:FileServiceComponent",

@@ -8,6 +8,7 @@ it through the same functions as the CLI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -307,8 +308,11 @@ def test_a_worker_killed_during_a_stage_leaves_it_failed_and_the_project_resumab
     # The node dies: the worker and every process it started (flow runs, the stage) at once.
     worker = running_process(stack.home, "worker-cpu")
     assert worker is not None
-    # The stage runs in its own session: only a node's death takes it too.
-    kill_and_wait([*worker.children(recursive=True), worker, *_sleepers("1002")])
+    # The stage runs in its own session: only a node's death takes it too (and the flow runs the node's warm
+    # engine forked for its worker; the engine itself stays, as a restarted node's would be there again).
+    engine = running_process(stack.home, "warm-engine")
+    forked = engine.children(recursive=True) if engine is not None else []
+    kill_and_wait([*worker.children(recursive=True), *forked, worker, *_sleepers("1002")])
     (cpu_worker,) = components(stack, ["worker-cpu"])
     assert cpu_worker.start(), "the killed worker was taken for a running one"
     assert projects.get("crash1").stages["long"] == StageState.RUNNING  # nobody could close the attempt
@@ -339,9 +343,8 @@ def test_a_stage_whose_node_stops_answering_is_found_lost_by_the_waiting_project
     stage_run_id = projects.get("watch1").attempts_of("long")[0].run_id
     worker = running_process(stack.home, "worker-cpu")
     assert worker is not None and stage_run_id is not None
-    stage_node = [c for c in worker.children(recursive=True) if _flow_run_of(c) == stage_run_id]
-    assert stage_node, "no process of the stage's flow run under the worker"
-    stage_node += [p for p in _sleepers("1003") if p not in stage_node]
+    stage_node = _processes_of_run(stage_run_id, stop_at={worker.pid, *_warm_engine_pid(stack)})
+    assert stage_node, "no process of the stage's flow run"
     for frozen in [worker, *stage_node]:
         frozen.suspend()
     try:
@@ -354,6 +357,61 @@ def test_a_stage_whose_node_stops_answering_is_found_lost_by_the_waiting_project
         kill_and_wait(stage_node)  # that node is gone for good; the worker lives on
         worker.resume()
     assert wait_until(lambda: flow_run_state(str(project_run.id)) == "COMPLETED", timeout_s=30)
+
+
+def test_killing_the_warm_engine_mid_stage_loses_nothing(stack: StackConfig, pipelines: PipelineStore) -> None:
+    """Issue 15: the node's warm engine dies (kill -9) while a stage it forked runs: the stage runs on to its end
+    under its launcher, the next stage starts cold, the project finishes; a restarted engine serves again."""
+    define(
+        pipelines, "warmkill",
+        "- {name: slow, command: [sh, -c, 'sleep 1004; echo done > slow.txt']}\n"
+        "- {name: after, command: [sh, -c, 'cat slow.txt']}\n",
+    )  # fmt: skip
+    projects = new_project(pipelines, "warm1", "warmkill")
+    engine = running_process(stack.home, "warm-engine")
+    assert engine is not None, "the stack's warm engine is not running"
+    start_pipeline_run("warm1")
+    wait_for(projects, "warm1", lambda q: q.stages["slow"] == StageState.RUNNING)
+    assert wait_until(lambda: _sleepers("1004"), timeout_s=60)
+    stage_run_id = projects.get("warm1").attempts_of("slow")[0].run_id
+    assert stage_run_id is not None
+    forked = [c for c in engine.children(recursive=True) if _flow_run_of(c) == stage_run_id]
+    assert forked, "the stage's flow run was not forked by the warm engine"
+    try:
+        kill_and_wait([engine])
+        for sleeper in _sleepers("1004"):  # end the stage now rather than in 1004 s: it exits 0 by itself then
+            sleeper.terminate()
+        p = wait_for(projects, "warm1", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED))
+        assert p.status == ProjectStatus.FINISHED, p.reason
+        assert [(a.stage, a.outcome) for a in p.history] == [
+            ("slow", AttemptOutcome.SUCCEEDED), ("after", AttemptOutcome.SUCCEEDED),
+        ]  # fmt: skip
+        assert "done" in projects.log_path("warm1", "after", 1).read_text()
+        assert wait_until(lambda: flow_run_state(stage_run_id) == "COMPLETED", timeout_s=30)
+    finally:
+        (warm,) = components(stack, ["warm-engine"])
+        assert warm.start(), "the warm engine did not come back"
+
+
+def _warm_engine_pid(stack: StackConfig) -> list[int]:
+    engine = running_process(stack.home, "warm-engine")
+    return [engine.pid] if engine is not None else []
+
+
+def _processes_of_run(run_id: str, stop_at: set[int]) -> list[psutil.Process]:
+    """Every process of one flow run: those whose environment names it (its launcher, the stage's tree) and their
+    ancestors up to ``stop_at`` (the engine a warm engine forked does not show the run's environment)."""
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        if _flow_run_of(proc) != run_id:
+            continue
+        found[proc.pid] = proc
+        with contextlib.suppress(psutil.Error):
+            for parent in proc.parents():
+                if parent.pid in stop_at or parent.pid == 1:
+                    break
+                found[parent.pid] = parent
+    return list(found.values())
 
 
 def _flow_run_of(process: psutil.Process) -> str | None:

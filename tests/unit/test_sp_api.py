@@ -25,6 +25,7 @@ from opsflow.api.pipelines import (
 from opsflow.errors import InputError, NotFoundError
 from opsflow.tables import Records
 from stage_pipeline.models import AttemptOutcome, PendingDecision, ProjectStateError, ProjectStatus
+from stage_pipeline.steps import Decision
 from stage_pipeline.store import ProjectNotFound
 
 TWO = "name: two\nstages:\n  - {name: a, command: [x], approval: after}\n  - {name: b, command: [y]}\n"
@@ -172,8 +173,15 @@ class FakePrefect:
                              "block": block})  # fmt: skip
         return SimpleNamespace(id=f"run-{len(self.started)}", name=f"happy-run-{len(self.started)}")
 
-    def answer(self, run_id: str, decision: Any, timeout_s: float) -> None:
-        self.answers.append((run_id, decision))
+    # The site's REST client (answers go to Prefect's REST API, without importing Prefect).
+    def __enter__(self) -> FakePrefect:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def answer_form(self, run_id: str, values: dict[str, Any], timeout_s: float) -> None:
+        self.answers.append((run_id, Decision.model_validate(values)))
 
     def flow_run_end(self, run_id: str) -> str | None:
         return self.ended.get(run_id)
@@ -186,9 +194,9 @@ def fake(monkeypatch: pytest.MonkeyPatch, api: PipelinesAPI) -> Iterator[FakePre
     from stage_pipeline import prefect_api
 
     fake = FakePrefect()
-    for name in ("start_pipeline_run", "answer", "flow_run_end"):
-        monkeypatch.setattr(prefect_api, name, getattr(fake, name))
+    monkeypatch.setattr(prefect_api, "start_pipeline_run", fake.start_pipeline_run)
     monkeypatch.setattr(api.site, "prefect", nullcontext)
+    monkeypatch.setattr(api.site, "rest", lambda: fake)
     yield fake
 
 
