@@ -216,3 +216,17 @@ def plain_prefect_server(base: Path) -> Iterator[tuple[str, str]]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+
+
+def drain_prefect_clients(timeout_s: float = 60.0) -> None:
+    """Deliver the logs and events a flow run in this process queued, while their server still runs.
+
+    Prefect's log and event workers are process-wide singletons bound to the API they first talked to: left with
+    a queue when that server stops, they make a later ``prefect_test_harness`` wait out a client timeout per
+    event on exit (tests/integration/test_trials_spark.py hung so once). Call it inside the server's settings.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)
+    EventsWorker.drain_all(timeout=timeout_s)

@@ -31,7 +31,7 @@ from opsflow.stack.env import child_env
 from opsflow.stack.nodes import NodePublisherComponent
 from stage_pipeline.monitor import nodes_dir, read_published
 from stage_pipeline.node_table import MEASUREMENTS
-from tests.support import clean_env, plain_prefect_server, wait_until
+from tests.support import clean_env, drain_prefect_clients, plain_prefect_server, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -90,6 +90,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             PipelineStore.register_type_and_schema()
             PipelineStore(root=str(srv.store_root)).save("local", overwrite=True)
         yield srv
+        with srv.settings():
+            drain_prefect_clients()  # the node-monitor flow ran in this process against this server
 
 
 def publisher(root: Path, hostname: str, interval_s: float) -> subprocess.Popen[bytes]:
