@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -174,8 +176,6 @@ def plain_prefect_server(base: Path) -> Iterator[tuple[str, str]]:
     """A plain ``prefect server start`` as a site runs one (its own PREFECT_HOME, SQLite and basic auth) on a free
     port under ``base``; yields ``(api_url, "user:password")`` once healthy, stops it afterwards."""
     import secrets
-    import signal
-    import subprocess
     import sys
 
     import httpx
@@ -208,14 +208,19 @@ def plain_prefect_server(base: Path) -> Iterator[tuple[str, str]]:
             unavailable(f"a plain `prefect server start` did not come up:\n{(base / 'server.log').read_text()[-2000:]}")
         yield api_url, auth
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group a test started (``start_new_session=True``), SIGKILL it after 30 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def drain_prefect_clients(timeout_s: float = 60.0) -> None:

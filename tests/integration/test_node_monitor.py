@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +29,7 @@ from opsflow.stack.env import child_env
 from opsflow.stack.nodes import NodePublisherComponent
 from stage_pipeline.monitor import nodes_dir, read_published
 from stage_pipeline.node_table import MEASUREMENTS
-from tests.support import clean_env, drain_prefect_clients, plain_prefect_server, wait_until
+from tests.support import clean_env, drain_prefect_clients, plain_prefect_server, stop_group, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -58,16 +56,6 @@ class Server:
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         return temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth})
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +120,7 @@ def test_two_publishers_and_every_pools_workers_make_one_table(server: Server) -
         assert wait_until(both, timeout_s=60, every_s=0.2), list(nodes_dir(root).iterdir())
         for pool, name in [("cpu", "opsflow-cpu-node-a"), ("gpu", "opsflow-gpu-node-b"), ("cpu", "opsflow-cpu-node-c")]:
             heartbeat(server, pool, name)
-        stop(procs[1])  # node-b's publisher ends: its last sample goes stale after 3 intervals
+        stop_group(procs[1])  # node-b's publisher ends: its last sample goes stale after 3 intervals
         time.sleep(3 * INTERVAL_B_S + 1.5)
 
         env = clean_env(PREFECT_API_URL=server.api_url, PREFECT_API_AUTH_STRING=server.auth,
@@ -158,7 +146,7 @@ def test_two_publishers_and_every_pools_workers_make_one_table(server: Server) -
         check_table(json.loads(data) if isinstance(data, str) else data)
     finally:
         for proc in procs:
-            stop(proc)
+            stop_group(proc)
 
 
 def test_the_stack_component_publishes_this_node(tmp_path: Path) -> None:
