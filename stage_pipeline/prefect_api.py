@@ -60,15 +60,6 @@ def answer(run_id: str, decision: Decision, timeout_s: float = 60.0) -> None:
     answer_form(run_id, decision.model_dump(exclude_none=True), timeout_s)
 
 
-def flow_run_end(run_id: str) -> str | None:
-    """How a flow run ended (``"Failed: <message>"``), None while it is not in a final state."""
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(run_id))
-    if run.state is None or not run.state.is_final():
-        return None
-    return f"{run.state.name}: {run.state.message or 'no message'}"
-
-
 def announce(what: str, project: str, stage: str | None, **payload: object) -> None:
     """Event ``opsflow.pipeline.<what>`` (waiting, failed, lost, finished) with the project as its resource and
     the stage as a related one, so a site routes notifications with an automation (README)."""
@@ -106,7 +97,6 @@ __all__ = [
     "PIPELINE_DEPLOYMENT",
     "announce",
     "answer",
-    "flow_run_end",
     "flow_run_state",
     "form_ready",
     "mark_crashed",
