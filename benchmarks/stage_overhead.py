@@ -7,7 +7,10 @@ with no warm engine on the node (the deployments' `opsflow-engine` then starts t
 per flow run, today's path: the baseline), then with the node's warm engine (`up --only warm-engine`: each flow
 run a fork of a pre-imported engine). Each stage is a `stage-run/cpu` child flow run of `pipeline-run`. Stage 5
 asks for a decision after it: the cold project's is answered through the API, the warm one's by
-`opsflow project resume` (timed); both measured from the answer to stage 6's start. Baseline of all, in the same
+`opsflow project resume` (timed); both measured from the answer to stage 6's start. The cold baseline's store
+block has no answer grace (its run's process exits when it asks and the answer restarts it: today's path); the
+warm one has the default grace, so the answer continues the run in its process. A third project, warm without
+the grace, shows an answer given after the grace has passed. Baseline of all, in the same
 process: the same 10 commands chained by a plain `subprocess.run` loop (with the shell runner's `setpriv` prefix).
 
 Figures: median seconds from one stage's end to the next stage's start (attempt times recorded by the store);
@@ -67,9 +70,9 @@ class Figures:
     steps: list[float]
     resume: float
     cli_s: float | None = None
-    #: Medians of the gap's parts: the project run creating the next stage's run, the worker starting it (picked
-    #: up, engine up, state Running), the flow until the attempt begins.
-    parts: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: Medians of the gap's parts: the project run creating the next stage's run, the worker taking it (Pending),
+    #: the engine up to Running, the flow until the attempt begins.
+    parts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     @property
     def gap(self) -> float:
@@ -80,7 +83,17 @@ class Figures:
         return statistics.median(self.steps)
 
 
-def run_project(name: str, cli_env: dict[str, str] | None = None) -> Figures:
+def no_grace_block() -> str:
+    """A store block on the stack's root whose runs exit when they ask for a decision (the name)."""
+    from blocks import PipelineStore, load_block
+
+    local = load_block(PipelineStore, "local")
+    fields = ("root", "docker_block", "min_free_mb", "file_service_url", "file_service_auth")
+    PipelineStore(**{f: getattr(local, f) for f in fields}, answer_grace_s=0).save("no-grace", overwrite=True)
+    return "no-grace"
+
+
+def run_project(name: str, cli_env: dict[str, str] | None = None, store_block: str = "local") -> Figures:
     """Run the benchmark's pipeline as project ``name`` on the stack the client points at; its figures. With
     ``cli_env`` the decision is answered by `opsflow project resume NAME` (timed), else through the API."""
     from blocks import PipelineStore, load_block
@@ -93,14 +106,14 @@ def run_project(name: str, cli_env: dict[str, str] | None = None) -> Figures:
     projects = store.projects()
     library = store.library()
     projects.create(name, library.get("overhead"), library.text("overhead"))
-    start_pipeline_run(name)
+    start_pipeline_run(name, store_block=store_block)
     deadline = time.monotonic() + 600
     p = projects.get(name)
     while p.status != ProjectStatus.WAITING and time.monotonic() < deadline:
         time.sleep(0.05)
         p = projects.get(name)
     assert p.waiting is not None, f"never reached the decision: {p.status} {p.reason}"
-    time.sleep(2)  # the run is suspended (its process exits) a moment after the project says WAITING
+    time.sleep(2)  # the run is suspended (without a grace its process exits) a moment after the project says WAITING
     answered = time.time()
     cli_s = None
     if cli_env is None:
@@ -122,22 +135,24 @@ def run_project(name: str, cli_env: dict[str, str] | None = None) -> Figures:
                    parts=parts)  # fmt: skip
 
 
-def gap_parts(pairs: list[tuple[Any, Any]]) -> tuple[float, float, float]:
-    """Where a gap goes, from the next stage's flow run as the server recorded it (medians)."""
+def gap_parts(pairs: list[tuple[Any, Any]]) -> tuple[float, float, float, float]:
+    """Where a gap goes, from the next stage's flow run and its states as the server recorded them (medians)."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
 
-    create, start, body = [], [], []
+    create, take, start, body = [], [], [], []
     with get_client(sync_client=True) as client:
         for before, after in pairs:
             run = client.read_flow_run(UUID(after.run_id))
-            if run.start_time is None:
+            pending = [s.timestamp for s in client.read_flow_run_states(UUID(after.run_id)) if s.is_pending()]
+            if run.start_time is None or not pending:
                 continue
             create.append((run.created - before.ended).total_seconds())
-            start.append((run.start_time - run.created).total_seconds())  # type: ignore[operator]
+            take.append((pending[0] - run.created).total_seconds())
+            start.append((run.start_time - pending[0]).total_seconds())
             body.append((after.started - run.start_time).total_seconds())
-    return statistics.median(create), statistics.median(start), statistics.median(body)
+    return tuple(statistics.median(x) for x in (create, take, start, body))  # type: ignore[return-value]
 
 
 def main() -> int:
@@ -147,9 +162,11 @@ def main() -> int:
     try:
         up(cfg, only=["worker-cpu"], echo=lambda _: None)
         with prefect_client_settings(cfg):
-            cold = run_project("cold")  # no warm engine on the node: `opsflow-engine` starts the cold engine
+            # no warm engine on the node: `opsflow-engine` starts the cold engine; no grace: today's path
+            cold = run_project("cold", store_block=no_grace_block())
             up(cfg, only=["warm-engine"], echo=lambda _: None)
             warm = run_project("warm", cli_env=child_env(cfg))
+            late = run_project("warm-late", store_block="no-grace")
     finally:
         down(cfg, echo=lambda _: None)
     print(f"{STAGES} trivial stages, Prefect server + process worker on this machine (home {home})")
@@ -158,13 +175,15 @@ def main() -> int:
         (f"stage end → next start (median {len(warm.gaps)})", warm.gap, cold.gap),
         ("stage start → next start (median)", warm.step, cold.step),
         ("answer → next stage start", warm.resume, cold.resume),
+        ("… answered after the grace", late.resume, cold.resume),
     ):
         print(f"{label:34} {w:11.2f}s {c:15.2f}s {w / c:11.2f}x")
     print(f"a plain subprocess loop step: {loop_step * 1000:.1f} ms; stage start → next start as flow runs: "
           f"{warm.step / loop_step:,.0f}x warm, {cold.step / loop_step:,.0f}x cold")  # fmt: skip
     for label, f in (("warm", warm), ("cold", cold)):
         print(f"{label}: a gap's parts (medians): next run created {f.parts[0]:.2f} s after the stage's end, "
-              f"Running {f.parts[1]:.2f} s later, the attempt begins {f.parts[2]:.2f} s after that")
+              f"taken by the worker (Pending) {f.parts[1]:.2f} s later, Running {f.parts[2]:.2f} s after that, "
+              f"the attempt begins {f.parts[3]:.2f} s later")  # fmt: skip
     if warm.cli_s is not None:
         print(f"warm: `opsflow project resume` (the CLI answering the form) returned after {warm.cli_s:.2f} s; the "
               "answer above is counted from the moment the command was started")  # fmt: skip

@@ -52,6 +52,12 @@ class PipelineStore(Block):
         ge=0,
         description="A stage starts only with this much free space (MiB) under root; else the project pauses.",
     )
+    answer_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a run asking for a decision stays in its process: an answer within it continues at "
+        "once; a later one restarts the run from the top (Prefect's suspend).",
+    )
     file_service_url: str | None = Field(
         default=None,
         description="The file service over this root (uploads, downloads; the links in approval forms).",

@@ -1,10 +1,11 @@
 """`pipeline-run`: a project run. Each stage is a child flow run of `stage-run/<pool>`; decisions are forms.
 
-A stage with ``approval: before|after`` suspends this run with ``suspend_flow_run(wait_for_input=...)``: the
-process exits and the Prefect UI shows a form (continue / redo with env / go to a stage / stop, with a comment).
-A suspended run survives a server restart; when the form is submitted the run starts again from the top, finds
-in the project store which decision it was waiting for and reads the answer under the same suspend key. The
-project's state lives in the store, so every re-entry continues where the project is.
+A stage with ``approval: before|after`` suspends this run with a form (continue / redo with env / go to a stage /
+stop, with a comment; :func:`~stage_pipeline.prefect_api.suspend_for_input`). An answer within the store's
+``answer_grace_s`` continues the run in its process; after that the process exits. A suspended run survives a
+server restart; when the form is submitted later the run starts again from the top, finds in the project store
+which decision it was waiting for and reads the answer under the same suspend key. The project's state lives in
+the store, so every re-entry continues where the project is.
 
 Between stages the run honours a pause request (`opsflow project pause`); a stage whose pool has no online
 worker pauses the project with "no fitting node" instead of waiting forever; a failed, aborted or lost stage
@@ -21,7 +22,6 @@ from typing import Literal, cast
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field, create_model
@@ -30,7 +30,7 @@ from blocks import PipelineStore, load_block
 from opsflow.adapters.prefect_pools import online_workers
 from stage_pipeline.definition import PipelineDefinition
 from stage_pipeline.models import AttemptOutcome, PendingDecision, Project, ProjectStatus
-from stage_pipeline.prefect_api import announce, flow_run_state, mark_crashed, stage_deployment
+from stage_pipeline.prefect_api import announce, flow_run_state, mark_crashed, stage_deployment, suspend_for_input
 from stage_pipeline.steps import (
     Decision,
     Step,
@@ -165,7 +165,7 @@ def _ask(
     description = p.definition.stage(stage).approval.description
     links = _files_to_look_at(settings, store, p, stage, when)
     form = decision_form(p.definition, stage, when, f"{description}\n\n{links}".strip())
-    answer = cast(Decision, suspend_flow_run(wait_for_input=form, key=key))  # exits the process until answered
+    answer = suspend_for_input(form, key, settings.answer_grace_s)  # exits the process when not answered in time
     decision = Decision.model_validate(answer.model_dump(include=set(Decision.model_fields)))
     step = next_step(p.definition, stage, when, decision)
     store.answered(project, stage, decision.comment, f"{decision.action} after the decision {when} {stage}")

@@ -18,6 +18,7 @@ from uuid import UUID
 import psutil
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from blocks import PipelineStore, load_block
 from opsflow.stack.config import StackConfig
@@ -36,6 +37,26 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 def pipelines(stack: StackConfig) -> PipelineStore:
     return load_block(PipelineStore, "local")
+
+
+def run_log(run_id: str) -> str:
+    """The Prefect log of a flow run, one message per line."""
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])), limit=200)
+    return "\n".join(log.message for log in logs)
+
+
+def no_grace_store(pipelines: PipelineStore) -> str:
+    """A second store block on the same root whose runs exit at once when they ask (answers restart them)."""
+    PipelineStore(
+        root=pipelines.root,
+        docker_block=pipelines.docker_block,
+        min_free_mb=pipelines.min_free_mb,
+        file_service_url=pipelines.file_service_url,
+        file_service_auth=pipelines.file_service_auth,
+        answer_grace_s=0,
+    ).save("no-grace", overwrite=True)
+    return "no-grace"
 
 
 def workspace_file(projects: ProjectStore, name: str, stage: str, attempt: int, file: str) -> Path:
@@ -81,6 +102,9 @@ def test_approval_round_trip_refuses_invalid_input_then_continues(pipelines: Pip
     assert workspace_file(projects, "approve1", "second", 1, "log.txt").read_text() == "second\n"
     log = projects.log_path("approve1", "second", 1).read_text()
     assert "made by first: hello" in log
+    # Answered within the store's grace: the run went on in the process that asked, not a restarted one.
+    assert wait_until(lambda: "the run continues in its process" in run_log(run_id), timeout_s=30)
+    assert wait_until(lambda: flow_run_state(run_id) == "COMPLETED", timeout_s=30), flow_run_state(run_id)
 
 
 def test_redo_with_changed_env_keeps_the_old_attempt_then_resume_from_an_earlier_stage(
@@ -284,7 +308,8 @@ def test_server_restart_while_waiting_for_approval_then_resume(
 ) -> None:
     define(pipelines, "restart", TWO_STAGES)
     projects = new_project(pipelines, "restart1", "restart")
-    start_pipeline_run("restart1")
+    # Without a grace the run's process exits when it asks: the answer restarts it from the top after the restart.
+    start_pipeline_run("restart1", store_block=no_grace_store(pipelines))
     p = wait_for(projects, "restart1", status_is(ProjectStatus.WAITING))
     run_id = p.waiting.run_id  # type: ignore[union-attr]
     assert wait_until(lambda: flow_run_state(run_id) == "PAUSED", timeout_s=30)
@@ -295,6 +320,7 @@ def test_server_restart_while_waiting_for_approval_then_resume(
     answer(run_id, Decision(action="continue"))
     p = wait_for(projects, "restart1", status_is(ProjectStatus.FINISHED, ProjectStatus.PAUSED), timeout_s=180)
     assert p.status == ProjectStatus.FINISHED, p.reason
+    assert "the run continues in its process" not in run_log(run_id)
 
 
 def test_a_worker_killed_during_a_stage_leaves_it_failed_and_the_project_resumable(
