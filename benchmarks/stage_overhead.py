@@ -69,6 +69,8 @@ class Figures:
     gaps: list[float]
     steps: list[float]
     resume: float
+    #: From the moment Prefect recorded the answer (the run's "Resuming" state) to the next stage's start.
+    from_resumed: float
     cli_s: float | None = None
     #: Medians of the gap's parts: the project run creating the next stage's run, the worker taking it (Pending),
     #: the engine up to Running, the flow until the attempt begins.
@@ -120,7 +122,8 @@ def run_project(name: str, cli_env: dict[str, str] | None = None, store_block: s
         answer(p.waiting.run_id, Decision(action="continue"))
     else:
         opsflow = str(Path(sys.executable).parent / "opsflow")
-        subprocess.run([opsflow, "project", "resume", name], env=cli_env, check=True, capture_output=True)
+        done = subprocess.run([opsflow, "project", "resume", name], env=cli_env, capture_output=True, text=True)
+        assert done.returncode == 0, f"opsflow project resume {name}: {done.stderr[-2000:]}"
         cli_s = time.time() - answered
     while p.status not in (ProjectStatus.FINISHED, ProjectStatus.PAUSED) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -131,8 +134,23 @@ def run_project(name: str, cli_env: dict[str, str] | None = None, store_block: s
     gaps = [(runs[i + 1].started - runs[i].ended).total_seconds() for i in pairs]  # type: ignore[operator]
     steps = [(runs[i + 1].started - runs[i].started).total_seconds() for i in pairs]
     parts = gap_parts([(runs[i], runs[i + 1]) for i in pairs])
-    return Figures(gaps=gaps, steps=steps, resume=runs[DECISION_AFTER].started.timestamp() - answered, cli_s=cli_s,
-                   parts=parts)  # fmt: skip
+    next_start = runs[DECISION_AFTER].started
+    from_resumed = (next_start - resumed_at(runs[DECISION_AFTER - 1].run_id)).total_seconds()
+    return Figures(gaps=gaps, steps=steps, resume=next_start.timestamp() - answered, from_resumed=from_resumed,
+                   cli_s=cli_s, parts=parts)  # fmt: skip
+
+
+def resumed_at(stage_run_id: str | None) -> Any:
+    """When the project run that ran this stage was resumed (its last "Resuming" state)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        stage_run = client.read_flow_run(UUID(str(stage_run_id)))
+        parent = client.read_task_run(stage_run.parent_task_run_id)  # type: ignore[arg-type]
+        states = client.read_flow_run_states(parent.flow_run_id)  # type: ignore[arg-type]
+    return [s.timestamp for s in states if s.name == "Resuming"][-1]
 
 
 def gap_parts(pairs: list[tuple[Any, Any]]) -> tuple[float, float, float, float]:
@@ -146,13 +164,13 @@ def gap_parts(pairs: list[tuple[Any, Any]]) -> tuple[float, float, float, float]
         for before, after in pairs:
             run = client.read_flow_run(UUID(after.run_id))
             pending = [s.timestamp for s in client.read_flow_run_states(UUID(after.run_id)) if s.is_pending()]
-            if run.start_time is None or not pending:
+            if run.start_time is None or run.created is None or not pending:
                 continue
             create.append((run.created - before.ended).total_seconds())
             take.append((pending[0] - run.created).total_seconds())
             start.append((run.start_time - pending[0]).total_seconds())
             body.append((after.started - run.start_time).total_seconds())
-    return tuple(statistics.median(x) for x in (create, take, start, body))  # type: ignore[return-value]
+    return statistics.median(create), statistics.median(take), statistics.median(start), statistics.median(body)
 
 
 def main() -> int:
@@ -175,6 +193,7 @@ def main() -> int:
         (f"stage end → next start (median {len(warm.gaps)})", warm.gap, cold.gap),
         ("stage start → next start (median)", warm.step, cold.step),
         ("answer → next stage start", warm.resume, cold.resume),
+        ("… from the answer's record in Prefect", warm.from_resumed, cold.from_resumed),
         ("… answered after the grace", late.resume, cold.resume),
     ):
         print(f"{label:34} {w:11.2f}s {c:15.2f}s {w / c:11.2f}x")

@@ -21,6 +21,10 @@ import httpx
 from opsflow.errors import AdapterError
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+#: Answers that ask to try again: Prefect sends 503 when a transaction lost a race for its SQLite database (and
+#: rolled back), and its own client retries them; so does this adapter, sooner than that client's 2 s.
+RETRY_STATUS = frozenset({429, 503})
+RETRY_AFTER_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class PrefectRest:
@@ -41,16 +45,22 @@ class PrefectRest:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise AdapterError(f"cannot reach the Prefect API at {self.api_url}: {exc}") from exc
+        for delay in (*RETRY_AFTER_S, None):
+            try:
+                r = self._client.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise AdapterError(f"cannot reach the Prefect API at {self.api_url}: {exc}") from exc
+            if r.status_code not in RETRY_STATUS or delay is None:
+                return r
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last try returns")
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         r = self._call("GET", f"flow_runs/{run_id}")
         if r.status_code == 404:
             raise AdapterError(f"no flow run {run_id} on {self.api_url}")
-        r.raise_for_status()
+        if r.status_code >= 400:
+            raise AdapterError(f"the Prefect API answered {r.status_code} for flow run {run_id}: {r.text[:300]}")
         return dict(r.json())
 
     def flow_run_end(self, run_id: str) -> str | None:
