@@ -88,7 +88,7 @@ def suspend_for_input(form: type[T], key: str, grace_s: float) -> T:
     """
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
-        raise RuntimeError("suspend_for_input is called from inside a flow run")
+        raise RuntimeError("suspend_for_input must be called from inside a flow run")
     run_id = context.flow_run.id
     proposed: State[Any] = Suspended(pause_key=key)
     keyset = keyset_from_paused_state(proposed)
@@ -130,10 +130,7 @@ def _taken_back_when_answered(client: SyncPrefectClient, run_id: UUID, grace_s: 
         time.sleep(ANSWER_POLL_S)
         try:
             run = client.read_flow_run(run_id)
-        except (
-            httpx.HTTPError,
-            PrefectHTTPStatusError,
-        ):  # the server restarts: keep waiting; the run is Suspended there either way
+        except (httpx.HTTPError, PrefectHTTPStatusError):  # a server restart: the run stays Suspended there
             continue
         if run.state is None or run.state.is_paused():
             continue
